@@ -1,0 +1,1 @@
+"""Core data code: plain Python, numpy, pyarrow and torch; no dagster or mlflow imports."""

@@ -1,0 +1,1 @@
+"""Core evaluation code: plain Python, numpy, pyarrow and torch; no dagster or mlflow imports."""

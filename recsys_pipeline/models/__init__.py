@@ -1,0 +1,1 @@
+"""Core models code: plain Python, numpy, pyarrow and torch; no dagster or mlflow imports."""

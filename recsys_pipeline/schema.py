@@ -1,0 +1,94 @@
+"""Canonical column names and Arrow schemas: the only place column strings live.
+
+Every MovieLens release is read into these schemas, whatever its on-disk format, so every
+later stage (filtering, encoding, splits, models) sees one shape of data.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+# --- column names -------------------------------------------------------------------------
+USER_ID = "user_id"
+ITEM_ID = "item_id"
+RATING = "rating"
+TIMESTAMP = "timestamp"
+TITLE = "title"
+YEAR = "year"
+GENRES = "genres"
+TAG = "tag"
+IMDB_ID = "imdb_id"
+TMDB_ID = "tmdb_id"
+GENDER = "gender"
+AGE = "age"
+OCCUPATION = "occupation"
+ZIP_CODE = "zip_code"
+
+# after id encoding (prepared stage)
+USER_IDX = "user_idx"
+ITEM_IDX = "item_idx"
+
+# --- Arrow types ----------------------------------------------------------------------------
+ID_TYPE = pa.int32()
+RATING_TYPE = pa.float32()
+TIMESTAMP_TYPE = pa.timestamp("s", tz="UTC")
+
+RATINGS_SCHEMA = pa.schema(
+    [
+        pa.field(USER_ID, ID_TYPE, nullable=False),
+        pa.field(ITEM_ID, ID_TYPE, nullable=False),
+        pa.field(RATING, RATING_TYPE, nullable=False),
+        pa.field(TIMESTAMP, TIMESTAMP_TYPE, nullable=False),
+    ]
+)
+
+MOVIES_SCHEMA = pa.schema(
+    [
+        pa.field(ITEM_ID, ID_TYPE, nullable=False),
+        pa.field(TITLE, pa.string()),
+        pa.field(YEAR, pa.int16()),  # parsed from "Title (1995)"; null where the title has none
+        pa.field(GENRES, pa.list_(pa.string())),  # [] for "(no genres listed)"
+    ]
+)
+
+TAGS_SCHEMA = pa.schema(
+    [
+        pa.field(USER_ID, ID_TYPE, nullable=False),
+        pa.field(ITEM_ID, ID_TYPE, nullable=False),
+        pa.field(TAG, pa.string()),
+        pa.field(TIMESTAMP, TIMESTAMP_TYPE),
+    ]
+)
+
+LINKS_SCHEMA = pa.schema(
+    [
+        pa.field(ITEM_ID, ID_TYPE, nullable=False),
+        pa.field(IMDB_ID, pa.string()),  # kept as text: "0114709" has meaningful leading zeros
+        pa.field(TMDB_ID, pa.int32()),  # null where the release leaves it empty
+    ]
+)
+
+USERS_SCHEMA = pa.schema(
+    [
+        pa.field(USER_ID, ID_TYPE, nullable=False),
+        pa.field(GENDER, pa.string()),
+        pa.field(AGE, pa.int16()),  # ml-1m: the age-group code (1, 18, 25, ...); ml-100k: years
+        pa.field(OCCUPATION, pa.string()),
+        pa.field(ZIP_CODE, pa.string()),
+    ]
+)
+
+# table name -> schema, in lake order
+TABLE_SCHEMAS: dict[str, pa.Schema] = {
+    "ratings": RATINGS_SCHEMA,
+    "movies": MOVIES_SCHEMA,
+    "tags": TAGS_SCHEMA,
+    "links": LINKS_SCHEMA,
+    "users": USERS_SCHEMA,
+}
+TABLES: tuple[str, ...] = tuple(TABLE_SCHEMAS)
+
+
+def empty_table(name: str) -> pa.Table:
+    """An empty table with the canonical schema of ``name`` (for tables a release lacks)."""
+    return TABLE_SCHEMAS[name].empty_table()

@@ -1,0 +1,1 @@
+"""Core training code: plain Python, numpy, pyarrow and torch; no dagster or mlflow imports."""
