@@ -1,0 +1,66 @@
+"""Shared fixtures: a seeded rng, a tmp lake with its resources, the embedded release, and a
+tiny synthetic release in the ml-latest CSV layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EMBEDDED = ROOT / "data_lake" / "raw" / "ml-latest-small"
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def tmp_lake(tmp_path: Path) -> Path:
+    lake = tmp_path / "lake"
+    (lake / "raw").mkdir(parents=True)
+    return lake
+
+
+@pytest.fixture
+def lake_resources(tmp_lake: Path) -> dict:
+    from recsys_pipeline.resources import build_resources
+
+    return build_resources(str(tmp_lake))
+
+
+@pytest.fixture
+def embedded_release() -> Path:
+    if not (EMBEDDED / "ratings.csv").is_file():
+        pytest.skip(f"embedded release missing at {EMBEDDED}")
+    return EMBEDDED
+
+
+def write_tiny_release(folder: Path, n_users: int = 30, n_items: int = 40,
+                       per_user: int = 25, seed: int = 7) -> Path:
+    """An ml-latest-layout release: every user rates ``per_user`` distinct items (half stars),
+    items have titles with years and genres; deterministic for a seed."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["userId,movieId,rating,timestamp"]
+    t0 = 1_000_000_000
+    for u in range(1, n_users + 1):
+        items = rng.choice(n_items, size=per_user, replace=False) + 1
+        stars = rng.integers(1, 11, size=per_user) / 2
+        times = t0 + np.sort(rng.integers(0, 10_000_000, size=per_user))
+        lines += [f"{u},{i},{s:.1f},{t}" for i, s, t in zip(items, stars, times, strict=True)]
+    (folder / "ratings.csv").write_text("\n".join(lines) + "\n")
+    genres = ["Action", "Comedy", "Drama", "Sci-Fi"]
+    movie_lines = ["movieId,title,genres"] + [
+        f'{i},"Movie {i}, The ({1980 + i})",{genres[i % 4]}|{genres[(i + 1) % 4]}'
+        for i in range(1, n_items + 1)
+    ]
+    (folder / "movies.csv").write_text("\n".join(movie_lines) + "\n")
+    return folder
+
+
+@pytest.fixture
+def tiny_release(tmp_lake: Path) -> Path:
+    return write_tiny_release(tmp_lake / "raw" / "tiny")
