@@ -1,0 +1,54 @@
+"""Pick the torch device once: CUDA when present, else CPU."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """Resolve a device preference to a ``torch.device``.
+
+    Args:
+        preference: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or an
+            indexed CUDA device such as ``"cuda:1"``.
+
+    Returns:
+        The device to keep model and epoch tensors on.
+
+    Raises:
+        ValueError: If the preference is unknown, or CUDA is requested but not available.
+    """
+    pref = preference.strip().lower()
+    if pref == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    elif pref == "cpu":
+        device = torch.device("cpu")
+    elif pref == "cuda" or pref.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={preference!r} requested but CUDA is not available "
+                f"(torch {torch.__version__}, built with CUDA {torch.version.cuda}); "
+                "use device='auto' or 'cpu'"
+            )
+        device = torch.device(pref)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={preference!r} requested but only {torch.cuda.device_count()} "
+                "CUDA device(s) are visible"
+            )
+    else:
+        raise ValueError(f"device={preference!r} is not one of {DEVICE_CHOICES} or 'cuda:N'")
+    logger.debug("device preference %r -> %s", preference, device)
+    return device
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued kernels on ``device`` (so wall-clock timings are honest); no-op on CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
