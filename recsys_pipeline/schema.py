@@ -92,3 +92,56 @@ TABLES: tuple[str, ...] = tuple(TABLE_SCHEMAS)
 def empty_table(name: str) -> pa.Table:
     """An empty table with the canonical schema of ``name`` (for tables a release lacks)."""
     return TABLE_SCHEMAS[name].empty_table()
+
+
+# --- prepared stage: encoded ratings, id maps, splits, sequences (appended) ----------------------
+ITEM_IDX_SEQ = "item_idx_seq"  # list<int32> of item_idx, oldest first
+SEQ_LEN = "seq_len"
+TARGET_ITEM_IDX = "target_item_idx"
+SPLIT = "split"
+
+IDX_TYPE = pa.int32()
+
+ENCODED_RATINGS_SCHEMA = pa.schema(
+    [
+        pa.field(USER_IDX, IDX_TYPE, nullable=False),
+        pa.field(ITEM_IDX, IDX_TYPE, nullable=False),
+        pa.field(USER_ID, ID_TYPE, nullable=False),
+        pa.field(ITEM_ID, ID_TYPE, nullable=False),
+        pa.field(RATING, RATING_TYPE, nullable=False),
+        pa.field(TIMESTAMP, TIMESTAMP_TYPE, nullable=False),
+    ]
+)
+
+USER_MAP_SCHEMA = pa.schema(
+    [pa.field(USER_IDX, IDX_TYPE, nullable=False), pa.field(USER_ID, ID_TYPE, nullable=False)]
+)
+
+ITEM_MAP_SCHEMA = pa.schema(
+    [
+        pa.field(ITEM_IDX, IDX_TYPE, nullable=False),
+        pa.field(ITEM_ID, ID_TYPE, nullable=False),
+        pa.field(TITLE, pa.string()),  # null where no movies table was given or the id lacks one
+    ]
+)
+
+# split tables in canonical order; "*_fold_in" hold the rows of held-out users a model may see
+# at evaluation time (non-empty only for strong generalization); valid/test are predicted.
+TRAIN = "train"
+VALID_FOLD_IN = "valid_fold_in"
+VALID = "valid"
+TEST_FOLD_IN = "test_fold_in"
+TEST = "test"
+SPLIT_NAMES: tuple[str, ...] = (TRAIN, VALID_FOLD_IN, VALID, TEST_FOLD_IN, TEST)
+
+SEQUENCES_SCHEMA = pa.schema(
+    [
+        pa.field(USER_IDX, IDX_TYPE, nullable=False),
+        pa.field(ITEM_IDX_SEQ, pa.list_(IDX_TYPE), nullable=False),
+        pa.field(SEQ_LEN, pa.int32(), nullable=False),
+    ]
+)
+
+NEXT_ITEM_SCHEMA = pa.schema(
+    [*SEQUENCES_SCHEMA, pa.field(TARGET_ITEM_IDX, IDX_TYPE, nullable=False)]
+)
