@@ -29,3 +29,44 @@ def encoded_table(rows: list[tuple[int, int, float, int]]) -> pa.Table:
     which keeps hand-worked answers readable.
     """
     return encode_ids(ratings_table(rows))[0]
+
+
+def take_rows(table: pa.Table, rows: list[int]) -> pa.Table:
+    """The given row positions of ``table`` (in that order)."""
+    return table.take(pa.array(rows, pa.int64()))
+
+
+def column(table: pa.Table, name: str) -> list:
+    """One column as a Python list."""
+    return table.column(name).to_pylist()
+
+
+RATING_VALUES = [0.5 * k for k in range(1, 11)]
+
+
+def rating_rows_strategy(max_users: int = 8, max_items: int = 8, max_rows: int = 40):
+    """Hypothesis strategy: rating rows with unique (user, item) and many timestamp ties."""
+    from hypothesis import strategies as st
+
+    @st.composite
+    def rows(draw) -> list[tuple[int, int, float, int]]:
+        n_users = draw(st.integers(1, max_users))
+        n_items = draw(st.integers(1, max_items))
+        pairs = draw(
+            st.lists(
+                st.tuples(st.integers(0, n_users - 1), st.integers(0, n_items - 1)),
+                min_size=1,
+                max_size=max_rows,
+                unique=True,
+            )
+        )
+        n = len(pairs)
+        ts = draw(st.lists(st.integers(0, 12), min_size=n, max_size=n))
+        ratings = draw(st.lists(st.sampled_from(RATING_VALUES), min_size=n, max_size=n))
+        # spread the ids so encoding has real work to do (ids != indices)
+        return [
+            (3 * u + 1, 7 * i + 2, r, 1_000_000 + t)
+            for (u, i), r, t in zip(pairs, ratings, ts, strict=True)
+        ]
+
+    return rows()
