@@ -1,0 +1,1 @@
+"""Tests for recsys_pipeline.evaluation (core: torch, numpy, pyarrow only)."""

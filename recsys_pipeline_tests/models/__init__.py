@@ -1,0 +1,1 @@
+"""Tests for recsys_pipeline.models (core: torch, numpy, pyarrow only)."""

@@ -1,0 +1,1 @@
+"""Tests for recsys_pipeline.training (core: torch, numpy, pyarrow only)."""
