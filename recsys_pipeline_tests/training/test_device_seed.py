@@ -1,0 +1,53 @@
+"""Device choice and explicit random generators."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recsys_pipeline.training.device import pick_device
+from recsys_pipeline.training.seed import (
+    derive_seed,
+    numpy_generator,
+    scoped_global_rng,
+    torch_generator,
+)
+
+
+def test_auto_picks_cuda_exactly_when_available() -> None:
+    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert pick_device("CPU") == torch.device("cpu")
+
+
+def test_cuda_request_without_cuda_raises() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(ValueError, match="'cuda' requested but CUDA is not available"):
+        pick_device("cuda")
+
+
+def test_unknown_device_raises() -> None:
+    with pytest.raises(ValueError, match="device='tpu' is not one of"):
+        pick_device("tpu")
+
+
+def test_derived_streams_are_reproducible_and_distinct() -> None:
+    assert derive_seed(5, 1) == derive_seed(5, 1)
+    assert len({derive_seed(5), derive_seed(5, 1), derive_seed(5, 2), derive_seed(6, 1)}) == 4
+    a = torch.randperm(50, generator=torch_generator(5, 1))
+    assert torch.equal(a, torch.randperm(50, generator=torch_generator(5, 1)))
+    assert not torch.equal(a, torch.randperm(50, generator=torch_generator(5, 2)))
+    assert np.array_equal(numpy_generator(5).integers(0, 100, 10),
+                          numpy_generator(5).integers(0, 100, 10))
+
+
+def test_scoped_global_rng_is_reproducible_and_does_not_leak() -> None:
+    before = torch.get_rng_state()
+    cpu = torch.device("cpu")
+    with scoped_global_rng(cpu, seed=3):
+        first = torch.rand(4)
+    with scoped_global_rng(cpu, seed=3):
+        second = torch.rand(4)
+    assert torch.equal(first, second)
+    assert torch.equal(torch.get_rng_state(), before)
