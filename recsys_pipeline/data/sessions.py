@@ -1,0 +1,270 @@
+"""Per-user chronological item sequences for sequential (next-item) models.
+
+Index spaces:
+
+* Tables (``schema.SEQUENCES_SCHEMA`` / ``schema.NEXT_ITEM_SCHEMA``) hold ``item_idx`` values
+  (the encoded item space of the id maps), oldest first, so they join with the rest of the lake.
+* Arrays hold **tokens**: token ``t`` in ``1 .. n_vocab`` is item ``vocab[t - 1]``; token ``0``
+  is padding. ``vocab`` is the ascending ``item_idx`` of items occurring at least
+  ``min_item_count`` times in train. Out-of-vocabulary items are left out of sequences (no
+  UNK token), so an embedding table needs ``n_vocab + 1`` rows.
+* Padding: ``tokens[r]`` is left-padded by default (zeros first, most recent item in the last
+  column, as SASRec expects); ``pad_side="right"`` puts the items first.
+
+Chronological = by timestamp, ties by input row order; across split tables, ties go to the
+earlier table (train, valid_fold_in, valid, test_fold_in). Sequences keep the last ``max_len``
+items.
+
+Next-item evaluation: for ``valid`` the input is the user's train (+ valid_fold_in) rows, for
+``test`` the train + valid_fold_in + valid + test_fold_in rows; the target is the user's
+chronologically first in-vocabulary row of ``valid`` / ``test``. Input rows later than the
+target are excluded, so no future item leaks into an input under any split method (temporal
+splits never have such rows). Users without a target, or with fewer than ``min_history``
+input items, get no row; the report counts them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recsys_pipeline import schema
+from recsys_pipeline.data.split import Splits, chronological_order, group_positions, timestamps
+
+logger = logging.getLogger(__name__)
+
+PAD = 0
+# history tables feeding each evaluated split's input, in tie-breaking order
+_HISTORY = {
+    schema.VALID: (schema.TRAIN, schema.VALID_FOLD_IN),
+    schema.TEST: (schema.TRAIN, schema.VALID_FOLD_IN, schema.VALID, schema.TEST_FOLD_IN),
+}
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Sequence building knobs.
+
+    Attributes:
+        max_len: Keep each user's last ``max_len`` items (L, the array width).
+        min_item_count: Train occurrences an item needs to enter the vocabulary.
+        pad_side: ``left`` (padding first, default) or ``right``.
+        min_history: Evaluation users need at least this many input items.
+    """
+
+    max_len: int = 50
+    min_item_count: int = 1
+    pad_side: Literal["left", "right"] = "left"
+    min_history: int = 1
+
+    def __post_init__(self) -> None:
+        if self.max_len < 1 or self.min_item_count < 1 or self.min_history < 0:
+            raise ValueError(f"SessionConfig: need max_len, min_item_count >= 1: {self}")
+        if self.pad_side not in ("left", "right"):
+            raise ValueError(f"SessionConfig.pad_side: unknown {self.pad_side!r}")
+
+
+@dataclass(frozen=True)
+class SequenceBatch:
+    """Sequences of one split, as a table and as padded arrays (rows ordered by user_idx).
+
+    Attributes:
+        table: ``SEQUENCES_SCHEMA`` (train) or ``NEXT_ITEM_SCHEMA`` (valid/test), item_idx space.
+        user_idx: ``[n_rows]`` int32.
+        tokens: ``[n_rows, max_len]`` int32 tokens, 0 = padding.
+        lengths: ``[n_rows]`` int32 number of real tokens per row.
+        targets: ``[n_rows]`` int32 target tokens (valid/test), None for train.
+    """
+
+    table: pa.Table
+    user_idx: np.ndarray
+    tokens: np.ndarray
+    lengths: np.ndarray
+    targets: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Sessions:
+    """Vocabulary plus the train, valid and test sequence batches.
+
+    Attributes:
+        vocab: ``[n_vocab]`` int32 item_idx; token ``t`` is item ``vocab[t - 1]``.
+        train: Training sequences.
+        valid: Next-item inputs and targets for validation.
+        test: Next-item inputs and targets for test.
+        report: Counts (vocabulary size, rows out of vocabulary, users without a target, ...).
+    """
+
+    vocab: np.ndarray
+    train: SequenceBatch
+    valid: SequenceBatch
+    test: SequenceBatch
+    report: dict[str, int]
+
+
+def build_vocab(train_item_idx: np.ndarray, n_items: int, min_item_count: int) -> np.ndarray:
+    """Ascending item_idx of items with at least ``min_item_count`` train occurrences."""
+    counts = np.bincount(train_item_idx, minlength=n_items)
+    return np.flatnonzero(counts >= min_item_count).astype(np.int32)
+
+
+def token_lookup(vocab: np.ndarray, n_items: int) -> np.ndarray:
+    """``[n_items]`` int32 array: item_idx -> token (0 where the item is out of vocabulary)."""
+    lookup = np.zeros(n_items, np.int32)
+    lookup[vocab] = np.arange(1, len(vocab) + 1, dtype=np.int32)
+    return lookup
+
+
+def tokens_to_items(tokens: np.ndarray, vocab: np.ndarray) -> np.ndarray:
+    """Tokens -> item_idx (ValueError on padding or out-of-range tokens)."""
+    tokens = np.asarray(tokens)
+    if ((tokens < 1) | (tokens > len(vocab))).any():
+        raise ValueError(f"tokens outside 1..{len(vocab)} (0 is padding, not an item)")
+    return vocab[tokens - 1]
+
+
+def sequences_to_pairs(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Explode a sequences table into (user_idx, item_idx) rows, sequence order kept."""
+    seqs = table.column(schema.ITEM_IDX_SEQ)
+    users = table.column(schema.USER_IDX).to_numpy()
+    parents = pc.list_parent_indices(seqs).to_numpy()
+    return users[parents], pc.list_flatten(seqs).to_numpy()
+
+
+def _ragged(
+    user: np.ndarray, item: np.ndarray, ts: np.ndarray, n_users: int, max_len: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group rows into per-user chronological sequences, keeping the last ``max_len``.
+
+    Returns:
+        ``(users, lengths, items)``: users with a sequence (ascending), their lengths, and the
+        concatenated items (user after user, oldest first).
+    """
+    order = chronological_order(user, ts)
+    user, item = user[order], item[order]
+    pos, size = group_positions(user, n_users)
+    keep = pos >= size - max_len
+    user, item = user[keep], item[keep]
+    counts = np.bincount(user, minlength=n_users)
+    users = np.flatnonzero(counts).astype(np.int32)
+    return users, counts[users].astype(np.int32), item.astype(np.int32)
+
+
+def _pad(lengths: np.ndarray, values: np.ndarray, max_len: int, side: str) -> np.ndarray:
+    """Scatter ragged ``values`` into a zero ``[len(lengths), max_len]`` array."""
+    out = np.full((len(lengths), max_len), PAD, np.int32)  # [n_rows, max_len]
+    row = np.repeat(np.arange(len(lengths)), lengths)
+    starts = np.cumsum(lengths, dtype=np.int64) - lengths
+    col = np.arange(len(values), dtype=np.int64) - starts[row]
+    if side == "left":
+        col += max_len - lengths[row]
+    out[row, col] = values
+    return out
+
+
+def _batch(
+    users: np.ndarray,
+    lengths: np.ndarray,
+    items: np.ndarray,
+    lookup: np.ndarray,
+    config: SessionConfig,
+    target_items: np.ndarray | None = None,
+) -> SequenceBatch:
+    offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int32)
+    arrays = [
+        pa.array(users, schema.IDX_TYPE),
+        pa.ListArray.from_arrays(pa.array(offsets), pa.array(items, schema.IDX_TYPE)),
+        pa.array(lengths, pa.int32()),
+    ]
+    out_schema = schema.SEQUENCES_SCHEMA
+    if target_items is not None:
+        arrays.append(pa.array(target_items, schema.IDX_TYPE))
+        out_schema = schema.NEXT_ITEM_SCHEMA
+    table = pa.Table.from_arrays(arrays, schema=out_schema)
+    tokens = _pad(lengths, lookup[items], config.max_len, config.pad_side)
+    targets = None if target_items is None else lookup[target_items]
+    return SequenceBatch(table, users, tokens, lengths, targets)
+
+
+def _columns(tables: list[pa.Table]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    table = pa.concat_tables(tables)
+    user = table.column(schema.USER_IDX).to_numpy()
+    return user, table.column(schema.ITEM_IDX).to_numpy(), timestamps(table)
+
+
+def _next_item_batch(
+    splits: Splits,
+    name: str,
+    n_users: int,
+    lookup: np.ndarray,
+    config: SessionConfig,
+    report: dict[str, int],
+) -> SequenceBatch:
+    tables = splits.tables()
+    user, item, ts = _columns([tables[name]])
+    in_vocab = lookup[item] > 0
+    report[f"{name}_users"] = int(np.count_nonzero(np.bincount(user, minlength=n_users)))
+    # target: each user's chronologically first in-vocabulary row
+    user, item, ts = user[in_vocab], item[in_vocab], ts[in_vocab]
+    order = chronological_order(user, ts)
+    first = order[group_positions(user[order], n_users)[0] == 0]
+    target_item = np.full(n_users, -1, np.int64)
+    target_ts = np.full(n_users, np.iinfo(np.int64).min, np.int64)
+    target_item[user[first]], target_ts[user[first]] = item[first], ts[first]
+    report[f"{name}_users_without_target"] = report[f"{name}_users"] - len(first)
+    h_user, h_item, h_ts = _columns([tables[t] for t in _HISTORY[name]])
+    # inputs: in-vocabulary rows of users with a target, not later than that target
+    usable = (lookup[h_item] > 0) & (target_item[h_user] >= 0)
+    keep = usable & (h_ts <= target_ts[h_user])
+    report[f"{name}_history_rows_after_target"] = int(np.count_nonzero(usable & ~keep))
+    users, lengths, items = _ragged(h_user[keep], h_item[keep], h_ts[keep], n_users, config.max_len)
+    with_history = np.zeros(n_users, bool)
+    with_history[users[lengths >= config.min_history]] = True
+    if config.min_history == 0:
+        with_history[target_item >= 0] = True
+    report[f"{name}_users_short_history"] = len(first) - int(np.count_nonzero(with_history))
+    full_len = np.zeros(n_users, np.int32)
+    full_len[users] = lengths
+    keep_rows = np.repeat(with_history[users], lengths)
+    users_out = np.flatnonzero(with_history).astype(np.int32)
+    return _batch(
+        users_out, full_len[users_out], items[keep_rows], lookup, config, target_item[users_out]
+    )
+
+
+def build_sessions(splits: Splits, n_users: int, n_items: int, config: SessionConfig) -> Sessions:
+    """Build the vocabulary, train sequences and next-item valid/test batches.
+
+    Args:
+        splits: Rating splits (any method).
+        n_users: Size of the user index space (from the id maps).
+        n_items: Size of the item index space (from the id maps).
+        config: Lengths, vocabulary threshold, padding side.
+
+    Returns:
+        :class:`Sessions` (index spaces and padding as in the module docstring).
+    """
+    for name, table in splits.tables().items():
+        for col, n in ((schema.USER_IDX, n_users), (schema.ITEM_IDX, n_items)):
+            values = table.column(col).to_numpy()
+            if len(values) and (values.min() < 0 or values.max() >= n):
+                raise ValueError(f"build_sessions: {name}.{col} outside [0, {n})")
+    user, item, ts = _columns([splits.train])
+    vocab = build_vocab(item, n_items, config.min_item_count)
+    lookup = token_lookup(vocab, n_items)
+    in_vocab = lookup[item] > 0
+    report = {"n_vocab": len(vocab), "train_rows_out_of_vocab": int(np.count_nonzero(~in_vocab))}
+    users, lengths, items = _ragged(
+        user[in_vocab], item[in_vocab], ts[in_vocab], n_users, config.max_len
+    )
+    train = _batch(users, lengths, items, lookup, config)
+    report["train_sequences"] = len(users)
+    valid = _next_item_batch(splits, schema.VALID, n_users, lookup, config, report)
+    test = _next_item_batch(splits, schema.TEST, n_users, lookup, config, report)
+    logger.info("sessions: %s", report)
+    return Sessions(vocab, train, valid, test, report)
