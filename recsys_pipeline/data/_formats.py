@@ -249,7 +249,7 @@ def _check_ratings(
     if n_bad:
         i = pc.index(ok, False).as_py()
         raise ValueError(
-            f"{label}, line {line_of(i)}, column '{column}': rating {ratings[i].as_py()} is not on "
+            f"{label}, line {line_of(i)}, column '{column}': rating {round(ratings[i].as_py(), 6)} is not on "
             f"the {release} scale ({scale.min:g} to {scale.max:g} in steps of {scale.step:g}); "
             f"{n_bad} of {len(ratings)} rows are off the scale"
         )
