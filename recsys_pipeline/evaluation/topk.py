@@ -62,8 +62,11 @@ class ItemSets:
     @classmethod
     def from_sparse(cls, matrix: torch.Tensor) -> ItemSets:
         """From a torch sparse (COO or CSR) ``[n_users, n_items]`` matrix's non-zero pattern."""
-        csr = matrix.to_sparse_csr() if matrix.layout != torch.sparse_csr else matrix
-        return cls(csr.crow_indices().long(), csr.col_indices().long())
+        if matrix.layout == torch.sparse_csr:
+            return cls(matrix.crow_indices().long(), matrix.col_indices().long())
+        coo = matrix.coalesce()  # row-major order, duplicates summed
+        rows, cols = coo.indices()
+        return cls.from_pairs(rows, cols, matrix.shape[0])
 
     @property
     def n_users(self) -> int:

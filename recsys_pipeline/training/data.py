@@ -18,7 +18,13 @@ def _as_tensor(values: Any, name: str, dtype: torch.dtype) -> torch.Tensor:
         if values.null_count:
             raise ValueError(f"column {name!r} has {values.null_count} null value(s)")
         values = values.to_numpy(zero_copy_only=False)
-    tensor = values if isinstance(values, torch.Tensor) else torch.as_tensor(np.asarray(values))
+    if isinstance(values, torch.Tensor):
+        tensor = values
+    else:
+        array = np.asarray(values)
+        if not array.flags.writeable:  # arrow buffers are read-only; torch needs writable
+            array = array.copy()
+        tensor = torch.as_tensor(array)
     if tensor.ndim != 1:
         raise ValueError(f"column {name!r} must be 1-D, got shape {tuple(tensor.shape)}")
     if dtype == torch.long and tensor.dtype.is_floating_point:
