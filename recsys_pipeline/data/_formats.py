@@ -248,8 +248,9 @@ def _check_ratings(
     n_bad = len(ok) - pc.sum(ok).as_py()
     if n_bad:
         i = pc.index(ok, False).as_py()
+        value = round(ratings[i].as_py(), 6)  # float32 3.3 -> 3.3, not 3.299999952316284
         raise ValueError(
-            f"{label}, line {line_of(i)}, column '{column}': rating {round(ratings[i].as_py(), 6)} is not on "
+            f"{label}, line {line_of(i)}, column '{column}': rating {value} is not on "
             f"the {release} scale ({scale.min:g} to {scale.max:g} in steps of {scale.step:g}); "
             f"{n_bad} of {len(ratings)} rows are off the scale"
         )
