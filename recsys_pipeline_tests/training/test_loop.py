@@ -142,3 +142,16 @@ def test_batch_bounds_never_leave_a_single_row() -> None:
     assert _batch_bounds(8, 4) == [(0, 4), (4, 8)]
     assert _batch_bounds(10, 4) == [(0, 4), (4, 8), (8, 10)]
     assert _batch_bounds(1, 4) == [(0, 1)]
+
+
+def test_rerun_of_a_finished_checkpoint_trains_nothing(planted: Planted, tmp_path) -> None:
+    config = TrainConfig(epochs=2, batch_size=128, lr=0.01, device="cpu",
+                         checkpoint_path=str(tmp_path / "c.pt"))
+    first_model, again_model = _mlp(), _mlp()
+    first = fit(first_model, planted.train, planted.valid, config)
+    calls: list[int] = []
+    again = fit(again_model, planted.train, planted.valid, dataclasses.replace(config, patience=9),
+                on_epoch=lambda e, m: calls.append(e))
+    assert calls == [] and again.history == first.history
+    for name, tensor in first_model.state_dict().items():
+        assert torch.equal(tensor, again_model.state_dict()[name]), name  # best weights restored
