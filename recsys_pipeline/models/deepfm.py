@@ -200,7 +200,9 @@ class DeepFMModel(RatingModel):
         mean = float(train.ratings.double().mean())
         self.bias.data.fill_(range_logit(mean, self.config.rating_min, self.config.rating_max))
 
-    def _fields(self, users: torch.Tensor, items: torch.Tensor):
+    def _fields(
+        self, users: torch.Tensor, items: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Field embeddings (list of [B, k]) and the summed first-order term ([B])."""
         vs = [self.user_embedding(users), self.item_embedding(items)]
         first = self.user_linear(users).squeeze(-1) + self.item_linear(items).squeeze(-1)

@@ -188,6 +188,10 @@ def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+_STATE_KEYS = ("epoch", "best_model", "best_metric", "best_epoch", "bad_epochs", "stopped",
+               "history", "rng")
+
+
 def _fresh_state(model: RatingModel, train: RatingData) -> dict[str, Any]:
     model.prepare(train)
     return {"epoch": 0, "best_model": None, "best_metric": math.nan, "best_epoch": 0,
@@ -205,7 +209,7 @@ def _resume_state(
     if scaler is not None and ckpt.get("scaler") is not None:
         scaler.load_state_dict(ckpt["scaler"])
     logger.info("resuming from %s after epoch %d", path, ckpt["epoch"])
-    return ckpt
+    return {k: ckpt[k] for k in _STATE_KEYS}
 
 
 def fit(
