@@ -335,7 +335,7 @@ def _read_csv(
     except pa.ArrowInvalid as err:
         problem = t.locate_problem(member, fmt)
         if problem is None:
-            problem = t.arrow_error_columns(str(err), names or list(fmt.columns))
+            problem = t.explain_arrow_error(member, fmt, str(err), names or list(fmt.columns))
         raise ValueError(f"{member.label}, {problem}") from err
     return {c: table.column(c) for c, _, _ in spec}
 

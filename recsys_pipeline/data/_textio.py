@@ -260,13 +260,19 @@ def describe_problem(lines: pa.StringArray, numbers: np.ndarray, fmt: LineFormat
     return min(found)[1] if found else None
 
 
-def locate_problem(member: Member, fmt: LineFormat) -> str | None:
-    """Stream the file and describe its first malformed line, or None if none is found."""
+def data_lines(member: Member, fmt: LineFormat) -> Iterator[tuple[pa.StringArray, np.ndarray]]:
+    """Like ``iter_lines``, without the header line."""
     first = True
     for lines, numbers in iter_lines(member, fmt.encoding):
         if first and fmt.header:
             lines, numbers = lines[1:], numbers[1:]
         first = False
+        yield lines, numbers
+
+
+def locate_problem(member: Member, fmt: LineFormat) -> str | None:
+    """Stream the file and describe its first malformed line, or None if none is found."""
+    for lines, numbers in data_lines(member, fmt):
         problem = describe_problem(lines, numbers, fmt)
         if problem is not None:
             return problem
@@ -275,15 +281,33 @@ def locate_problem(member: Member, fmt: LineFormat) -> str | None:
 
 def line_of_record(member: Member, fmt: LineFormat, index: int) -> int:
     """The 1-based line number of data record ``index`` (0-based, blank lines not counted)."""
-    seen, first = 0, True
-    for _, numbers in iter_lines(member, fmt.encoding):
-        if first and fmt.header:
-            numbers = numbers[1:]
-        first = False
+    seen = 0
+    for _, numbers in data_lines(member, fmt):
         if index < seen + len(numbers):
             return int(numbers[index - seen])
         seen += len(numbers)
     raise IndexError(f"{member.label} has no data record {index}")
+
+
+def explain_arrow_error(member: Member, fmt: LineFormat, message: str, names: list[str]) -> str:
+    """Name the column (and the line, by finding the bad value) in a pyarrow CSV error.
+
+    ``names`` are the column names pyarrow read, whose index ``In CSV column #k`` refers to.
+    """
+    match = re.search(r"In CSV column #(\d+): .*invalid value '(.*)'", message)
+    if match is None or int(match.group(1)) >= len(names):
+        return arrow_error_columns(message, names)
+    column, value = names[int(match.group(1))], match.group(2)
+    if column in fmt.columns:
+        k = fmt.columns.index(column)
+        for lines, numbers in data_lines(member, fmt):
+            ok, fields = split_fields(lines, fmt)
+            hit = _bools(pc.equal(pc.utf8_trim_whitespace(fields[k]), value.strip()))
+            if hit.any():
+                what = _DESCRIPTIONS.get(fmt.kinds[k], "an integer")
+                line = int(numbers[ok][np.argmax(hit)])
+                return f"line {line}, column '{column}': cannot parse {value!r} as {what}"
+    return arrow_error_columns(message, names)
 
 
 def arrow_error_columns(message: str, names: list[str]) -> str:

@@ -146,6 +146,21 @@ def test_csv_keeps_duplicates_and_empty_numeric_fields_as_nulls(tmp_path: Path) 
     ]
 
 
+def test_csv_columns_in_any_order_and_header_only_tables(tmp_path: Path) -> None:
+    folder = write(
+        tmp_path / "ml-latest",
+        {
+            "ratings.csv": 'timestamp,rating,note,movieId,userId\n964982703,4.5,"a, b",10,3\n',
+            "movies.csv": "movieId,title,genres\r\n",
+            "tags.csv": "userId,movieId,tag,timestamp\n",
+        },
+    )
+    assert rows(folder, "ratings") == [
+        {"user_id": 3, "item_id": 10, "rating": 4.5, "timestamp": utc(2000, 7, 30, 18, 45, 3)}
+    ]
+    assert rows(folder, "movies") == [] and rows(folder, "tags") == []
+
+
 def test_renamed_ml20m_parses_datetime_strings_as_utc(tmp_path: Path) -> None:
     folder = write(
         tmp_path / "ml-20m",
@@ -472,6 +487,9 @@ BAD_INPUT = [
     ("bad date-time", "csv-renamed", "rating.csv", "ratings",
      H + "1,1,4.0,2015-03-31 23:40:02\n1,1,4.0,soon\n",
      r"rating.csv, line 3, column 'timestamp': cannot parse 'soon'"),
+    ("impossible date-time", "csv-renamed", "rating.csv", "ratings",
+     H + "1,1,4.0,2015-03-31 23:40:02\n\n1,1,4.0,2015-13-45 23:40:02\n",
+     r"rating.csv, line 4, column 'timestamp': cannot parse '2015-13-45 23:40:02'"),
     ("dat too few fields", "ml-1m", "ratings.dat", "ratings",
      "1::1::4::978300760\n1::2::978300760\n",
      r"ratings.dat, line 2: expected 4 fields .* by '::', found 3"),
