@@ -1,7 +1,5 @@
 """Dagster metadata builders shared by the assets and checks: schema, preview, plots, findings."""
 
-from __future__ import annotations
-
 import base64
 from collections.abc import Sequence
 

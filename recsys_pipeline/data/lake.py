@@ -7,6 +7,7 @@ never leaves a half-written file where a reader would find it.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -67,11 +68,21 @@ def write_parquet(table: pa.Table, path: str | Path) -> Path:
 
 
 def read_parquet(path: str | Path) -> pa.Table:
-    """Read a Parquet file of the lake, with a clear error when it is missing."""
+    """Read a Parquet file of the lake, in the exact Arrow schema it was written with.
+
+    Parquet has no seconds unit for timestamps (``timestamp[s]`` is stored as milliseconds),
+    so the table is cast back to the Arrow schema that pyarrow stores in the file's metadata.
+    """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such lake file; materialize the asset that writes it")
-    return pq.read_table(p)
+    table = pq.read_table(p)
+    stored = (pq.read_metadata(p).metadata or {}).get(b"ARROW:schema")
+    if stored is not None:
+        written = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(stored)))
+        if not written.equals(table.schema):
+            table = table.cast(written.with_metadata(table.schema.metadata))
+    return table
 
 
 def write_json(obj: Any, path: str | Path) -> Path:

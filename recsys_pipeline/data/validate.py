@@ -49,16 +49,20 @@ def _examples(table: pa.Table, mask: np.ndarray) -> list[dict[str, Any]]:
 
 def check_schema(table: pa.Table, expected: pa.Schema, name: str = "table") -> list[Finding]:
     """Column names, order and types equal ``expected`` (nullability is not compared)."""
-    got = [(f.name, str(f.type)) for f in table.schema]
-    want = [(f.name, str(f.type)) for f in expected]
-    if got == want:
+    # types compare with DataType.equals: a list's child-field name ("item" when built,
+    # "element" after a Parquet round trip) is not part of the type
+    got = {f.name: f.type for f in table.schema}
+    want = {f.name: f.type for f in expected}
+    if table.schema.names == expected.names and all(got[n].equals(want[n]) for n in want):
         return []
-    missing = [n for n, _ in want if n not in dict(got)]
-    extra = [n for n, _ in got if n not in dict(want)]
-    wrong = [f"{n}: {t} (expected {dict(want)[n]})" for n, t in got
-             if n in dict(want) and dict(want)[n] != t]
-    msg = f"{name} schema differs: missing {missing}, unexpected {extra}, wrong types {wrong}"
-    return [Finding("schema", len(missing) + len(extra) + len(wrong), msg)]
+    missing = [n for n in want if n not in got]
+    extra = [n for n in got if n not in want]
+    wrong = [f"{n}: {t} (expected {want[n]})" for n, t in got.items()
+             if n in want and not t.equals(want[n])]
+    order = "" if missing or extra or wrong else f" (column order {table.schema.names})"
+    msg = (f"{name} schema differs: missing {missing}, unexpected {extra}, "
+           f"wrong types {wrong}{order}")
+    return [Finding("schema", max(1, len(missing) + len(extra) + len(wrong)), msg)]
 
 
 def check_no_null_ids(table: pa.Table, columns: Sequence[str] = (S.USER_ID, S.ITEM_ID),

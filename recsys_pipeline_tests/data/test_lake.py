@@ -77,3 +77,13 @@ def test_saved_queries_are_all_described_and_bind_params():
         queries["best_rated"].bind({"bogus": "1"})
     with pytest.raises(ValueError, match="no saved query 'nope'; available: best_rated"):
         lakedb.get_saved_query("nope")
+
+
+def test_parquet_roundtrip_keeps_seconds_timestamps_and_list_columns(tmp_path):
+    table = pa.table({
+        "timestamp": pa.array([0, 964982703], pa.timestamp("s", tz="UTC")),
+        "genres": pa.array([["Drama"], []], pa.list_(pa.string())),
+    })
+    back = lake.read_parquet(lake.write_parquet(table, tmp_path / "t.parquet"))
+    assert back.schema.field("timestamp").type == pa.timestamp("s", tz="UTC")
+    assert back.equals(table)

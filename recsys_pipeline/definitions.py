@@ -1,0 +1,23 @@
+"""The code location: every asset, check, job, schedule and resource of the project."""
+
+import dagster as dg
+
+from recsys_pipeline.assets.ingest import ingest_assets
+from recsys_pipeline.checks import ingest_checks
+from recsys_pipeline.jobs import all_jobs
+from recsys_pipeline.resources import build_resources
+from recsys_pipeline.schedules import all_schedules
+
+all_assets = [*ingest_assets]
+all_checks = [*ingest_checks]
+
+defs = dg.Definitions(
+    assets=all_assets,
+    asset_checks=all_checks,
+    jobs=all_jobs,
+    schedules=all_schedules,
+    resources=build_resources(),
+    # In-process: steps share one Python process (no per-step interpreter start-up, one
+    # DuckDB writer at a time); the heavy work inside a step is multi-threaded anyway.
+    executor=dg.in_process_executor,
+)

@@ -1,0 +1,56 @@
+"""IO managers: they own the lake paths (``data_lake/<key path>.<ext>``) and write atomically."""
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+from dagster_duckdb import DuckDBResource
+
+from recsys_pipeline.data import lake as lake_io
+from recsys_pipeline.data.lakedb import create_view, view_name
+from recsys_pipeline.resources import LakeResource
+
+
+def _key_path(lake: LakeResource, key: dg.AssetKey, ext: str) -> Path:
+    *folders, name = key.path
+    return lake.path(*folders, f"{name}.{ext}")
+
+
+class ParquetIOManager(dg.ConfigurableIOManager):
+    """Arrow tables as zstd Parquet at ``<lake>/<key path>.parquet``, each exposed as a DuckDB
+    view (``clean/ratings`` -> view ``clean_ratings``) refreshed on every write."""
+
+    lake: dg.ResourceDependency[LakeResource]
+    duckdb: dg.ResourceDependency[DuckDBResource]
+
+    def handle_output(self, context: dg.OutputContext, obj: pa.Table) -> None:
+        if not isinstance(obj, pa.Table):
+            raise TypeError(f"{context.asset_key.to_user_string()}: expected a pyarrow.Table, "
+                            f"got {type(obj).__name__}")
+        path = lake_io.write_parquet(obj, _key_path(self.lake, context.asset_key, "parquet"))
+        name = view_name(self.lake.path(), path)
+        with self.duckdb.get_connection() as conn:
+            create_view(conn, name, path)
+        context.add_output_metadata({
+            "path": dg.MetadataValue.path(str(path)),
+            "content_sha256": lake_io.file_sha256(path),
+            "size_bytes": path.stat().st_size,
+            "duckdb_view": name,
+        })
+
+    def load_input(self, context: dg.InputContext) -> pa.Table:
+        return lake_io.read_parquet(_key_path(self.lake, context.asset_key, "parquet"))
+
+
+class JsonIOManager(dg.ConfigurableIOManager):
+    """Small JSON documents (release descriptors, reports) at ``<lake>/<key path>.json``."""
+
+    lake: dg.ResourceDependency[LakeResource]
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        path = lake_io.write_json(obj, _key_path(self.lake, context.asset_key, "json"))
+        context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        return lake_io.read_json(_key_path(self.lake, context.asset_key, "json"))

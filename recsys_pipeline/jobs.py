@@ -1,0 +1,19 @@
+"""Jobs select assets by group; later stages extend ``full_pipeline_job`` by adding groups."""
+
+import dagster as dg
+
+from recsys_pipeline.assets.ingest import GROUP as INGEST
+
+ingest_job = dg.define_asset_job(
+    "ingest_job",
+    selection=dg.AssetSelection.groups(INGEST),
+    description="Read the MovieLens release into the clean Parquet lake, with its checks.",
+)
+
+full_pipeline_job = dg.define_asset_job(
+    "full_pipeline_job",
+    selection=dg.AssetSelection.all(),
+    description="Every asset, raw files to the last stage, with every check.",
+)
+
+all_jobs = [ingest_job, full_pipeline_job]

@@ -1,0 +1,37 @@
+"""The code location loads, every job/schedule/check resolves, and the full pipeline runs."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from recsys_pipeline.data.lake import read_parquet
+from recsys_pipeline.definitions import all_assets, all_checks, defs
+
+
+def test_definitions_load_and_resolve():
+    repo = defs.get_repository_def()
+    assert {j.name for j in repo.get_all_jobs()} >= {"ingest_job", "full_pipeline_job"}
+    schedule = defs.get_schedule_def("full_pipeline_job_schedule")
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    assert schedule.job_name == "full_pipeline_job"
+    check_keys = {k.name for c in all_checks for k in c.check_keys}
+    assert {"ratings_schema", "no_null_ids", "ratings_on_scale", "unique_user_item",
+            "timestamps_in_range", "rated_items_in_movies"} <= check_keys
+    graph = repo.asset_graph
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.group_name != "default", f"{key} has no group"
+        assert node.description, f"{key} has no description"
+
+
+def test_full_pipeline_job_end_to_end(tmp_lake, lake_resources, tiny_release):
+    job = dg.define_asset_job("full", selection=dg.AssetSelection.all())
+    test_defs = dg.Definitions(assets=all_assets, asset_checks=all_checks, jobs=[job],
+                               resources=lake_resources, executor=dg.in_process_executor)
+    run_config = {"ops": {"raw__movielens_release": {"config": {"path": str(tiny_release)}}}}
+    result = test_defs.resolve_job_def("full").execute_in_process(
+        run_config=run_config, instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    assert read_parquet(tmp_lake / "clean" / "ratings.parquet").num_rows == 30 * 25
+    evaluations = result.get_asset_check_evaluations()
+    assert evaluations and all(e.passed for e in evaluations)
