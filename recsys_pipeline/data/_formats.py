@@ -24,60 +24,32 @@ from recsys_pipeline.data._textio import LineFormat, Member
 Spec = tuple[tuple[str, str | None, str], ...]  # (file column, canonical column or None, kind)
 BLOCK_BYTES = 1 << 23  # pyarrow.csv block: big enough to keep both cores busy on 25M rows
 
+# fmt: off
 _CSV: dict[str, Spec] = {
-    "ratings": (
-        ("userId", s.USER_ID, "int32"),
-        ("movieId", s.ITEM_ID, "int32"),
-        ("rating", s.RATING, "float"),
-        ("timestamp", s.TIMESTAMP, "unix"),
-    ),
-    "movies": (
-        ("movieId", s.ITEM_ID, "int32"),
-        ("title", s.TITLE, "str"),
-        ("genres", s.GENRES, "str"),
-    ),
-    "tags": (
-        ("userId", s.USER_ID, "int32"),
-        ("movieId", s.ITEM_ID, "int32"),
-        ("tag", s.TAG, "str"),
-        ("timestamp", s.TIMESTAMP, "unix"),
-    ),
-    "links": (
-        ("movieId", s.ITEM_ID, "int32"),
-        ("imdbId", s.IMDB_ID, "str"),
-        ("tmdbId", s.TMDB_ID, "int32"),
-    ),
+    "ratings": (("userId", s.USER_ID, "int32"), ("movieId", s.ITEM_ID, "int32"),
+                ("rating", s.RATING, "float"), ("timestamp", s.TIMESTAMP, "unix")),
+    "movies": (("movieId", s.ITEM_ID, "int32"), ("title", s.TITLE, "str"),
+               ("genres", s.GENRES, "str")),
+    "tags": (("userId", s.USER_ID, "int32"), ("movieId", s.ITEM_ID, "int32"),
+             ("tag", s.TAG, "str"), ("timestamp", s.TIMESTAMP, "unix")),
+    "links": (("movieId", s.ITEM_ID, "int32"), ("imdbId", s.IMDB_ID, "str"),
+              ("tmdbId", s.TMDB_ID, "int32")),
 }
 # ml-20m copies with renamed files write timestamps as 'YYYY-MM-DD HH:MM:SS' (UTC)
 _RENAMED: dict[str, Spec] = {
     table: tuple((c, n, "datetime" if n == s.TIMESTAMP else k) for c, n, k in spec)
     for table, spec in _CSV.items()
 }
-_DAT: dict[str, Spec] = {
-    "ratings": (
-        ("UserID", s.USER_ID, "int32"),
-        ("MovieID", s.ITEM_ID, "int32"),
-        ("Rating", s.RATING, "float"),
-        ("Timestamp", s.TIMESTAMP, "unix"),
-    ),
-    "movies": (
-        ("MovieID", s.ITEM_ID, "int32"),
-        ("Title", s.TITLE, "str"),
-        ("Genres", s.GENRES, "str"),
-    ),
-    "tags": (
-        ("UserID", s.USER_ID, "int32"),
-        ("MovieID", s.ITEM_ID, "int32"),
-        ("Tag", s.TAG, "str"),
-        ("Timestamp", s.TIMESTAMP, "unix"),
-    ),
-    "users": (
-        ("UserID", s.USER_ID, "int32"),
-        ("Gender", s.GENDER, "str"),
-        ("Age", s.AGE, "int16"),
-        ("Occupation", s.OCCUPATION, "int8"),
-        ("Zip-code", s.ZIP_CODE, "str"),
-    ),
+_DAT: dict[str, Spec] = {  # field names as in the ml-1m / ml-10m READMEs
+    "ratings": (("UserID", s.USER_ID, "int32"), ("MovieID", s.ITEM_ID, "int32"),
+                ("Rating", s.RATING, "float"), ("Timestamp", s.TIMESTAMP, "unix")),
+    "movies": (("MovieID", s.ITEM_ID, "int32"), ("Title", s.TITLE, "str"),
+               ("Genres", s.GENRES, "str")),
+    "tags": (("UserID", s.USER_ID, "int32"), ("MovieID", s.ITEM_ID, "int32"),
+             ("Tag", s.TAG, "str"), ("Timestamp", s.TIMESTAMP, "unix")),
+    "users": (("UserID", s.USER_ID, "int32"), ("Gender", s.GENDER, "str"),
+              ("Age", s.AGE, "int16"), ("Occupation", s.OCCUPATION, "int8"),
+              ("Zip-code", s.ZIP_CODE, "str")),
 }
 _DAT_FREE = {"movies": 1, "tags": 2}  # the title / tag may itself contain '::'
 
@@ -86,29 +58,16 @@ GENRES_100K = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
     "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
     "Thriller", "War", "Western",
-)  # fmt: skip
-_100K: dict[str, Spec] = {
-    "ratings": (
-        ("user id", s.USER_ID, "int32"),
-        ("item id", s.ITEM_ID, "int32"),
-        ("rating", s.RATING, "float"),
-        ("timestamp", s.TIMESTAMP, "unix"),
-    ),
-    "movies": (
-        ("movie id", s.ITEM_ID, "int32"),
-        ("movie title", s.TITLE, "str"),
-        ("release date", None, "str"),
-        ("video release date", None, "str"),
-        ("IMDb URL", None, "str"),
-        *((genre, None, "int8") for genre in GENRES_100K),
-    ),
-    "users": (
-        ("user id", s.USER_ID, "int32"),
-        ("age", s.AGE, "int16"),
-        ("gender", s.GENDER, "str"),
-        ("occupation", s.OCCUPATION, "str"),
-        ("zip code", s.ZIP_CODE, "str"),
-    ),
+)
+_100K: dict[str, Spec] = {  # field names as in the ml-100k README
+    "ratings": (("user id", s.USER_ID, "int32"), ("item id", s.ITEM_ID, "int32"),
+                ("rating", s.RATING, "float"), ("timestamp", s.TIMESTAMP, "unix")),
+    "movies": (("movie id", s.ITEM_ID, "int32"), ("movie title", s.TITLE, "str"),
+               ("release date", None, "str"), ("video release date", None, "str"),
+               ("IMDb URL", None, "str"), *((genre, None, "int8") for genre in GENRES_100K)),
+    "users": (("user id", s.USER_ID, "int32"), ("age", s.AGE, "int16"),
+              ("gender", s.GENDER, "str"), ("occupation", s.OCCUPATION, "str"),
+              ("zip code", s.ZIP_CODE, "str")),
 }
 
 # ml-1m README, users.dat occupation codes 0-20
@@ -117,7 +76,8 @@ OCCUPATIONS_1M = (
     "customer service", "doctor/health care", "executive/managerial", "farmer", "homemaker",
     "K-12 student", "lawyer", "programmer", "retired", "sales/marketing", "scientist",
     "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed", "writer",
-)  # fmt: skip
+)
+# fmt: on
 
 _YEAR = r"\((?P<year>\d{4})(?:\s*[-–]\s*\d{4})?\)$"  # 'Toy Story (1995)', 'Death Note (2006–2007)'
 _NO_GENRES = "(no genres listed)"
