@@ -87,3 +87,13 @@ def test_parquet_roundtrip_keeps_seconds_timestamps_and_list_columns(tmp_path):
     back = lake.read_parquet(lake.write_parquet(table, tmp_path / "t.parquet"))
     assert back.schema.field("timestamp").type == pa.timestamp("s", tz="UTC")
     assert back.equals(table)
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    path = lake.write_json({}, tmp_path / "x.json")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
