@@ -167,14 +167,20 @@ def _split_lines(
         bad = data[err.start : err.end]
         raise ValueError(f"{label}, line {line}: bytes {bad!r} are not valid {encoding}") from err
     raw = data if encoding.replace("-", "").lower() == "utf8" else text.encode("utf-8")
-    newlines = np.flatnonzero(np.frombuffer(raw, np.uint8) == ord("\n")) + 1
-    ends = newlines if raw.endswith(b"\n") else np.append(newlines, len(raw))
+    buf = np.frombuffer(raw, np.uint8)
+    ends = np.flatnonzero(buf == ord("\n")) + 1
+    if not raw.endswith(b"\n"):
+        ends = np.append(ends, len(raw))
     offsets = np.concatenate([[0], ends]).astype(np.int32)
     lines = pa.StringArray.from_buffers(len(ends), pa.py_buffer(offsets), pa.py_buffer(raw))
     lines = pc.utf8_rtrim(lines, characters="\r\n")
-    keep = pc.greater(pc.binary_length(lines), 0)
+    trimmed = np.frombuffer(lines.buffers()[1], np.int32, len(lines) + 1, lines.offset * 4)
+    lengths = np.diff(trimmed)  # blank lines (nothing left but terminators) are dropped
     numbers = np.arange(first_line, first_line + len(ends), dtype=np.int64)
-    return lines.filter(keep), numbers[_bools(keep)]
+    keep = lengths > 0
+    if keep.all():
+        return lines, numbers
+    return lines.filter(pa.array(keep)), numbers[keep]
 
 
 def _bools(mask: pa.Array) -> np.ndarray:
@@ -196,13 +202,14 @@ def read_lines(member: Member, fmt: LineFormat) -> tuple[pa.StringArray, np.ndar
 def split_fields(lines: pa.StringArray, fmt: LineFormat) -> tuple[np.ndarray, list[pa.Array]]:
     """Split lines into fields: (mask of lines with the right field count, their fields)."""
     n = len(fmt.columns)
-    if fmt.quoted:  # unquote simple fields, then hide quoted text so its commas do not count
+    if fmt.quoted and pc.any(pc.match_substring(lines, '"')).as_py():
+        # unquote simple fields, then hide quoted text so its commas do not count
         lines = pc.replace_substring_regex(lines, r'"([^",]*)"', r"\1")
         lines = pc.replace_substring_regex(lines, r'"(?:[^"]|"")*"', "Q")
     if fmt.free is None:
         parts = pc.split_pattern(lines, fmt.sep)
         ok = _bools(pc.equal(pc.list_value_length(parts), n))
-        parts = parts.filter(pa.array(ok))
+        parts = parts if ok.all() else parts.filter(pa.array(ok))
         return ok, [pc.list_element(parts, i) for i in range(n)]
     left = pc.split_pattern(lines, fmt.sep, max_splits=fmt.free)
     ok = _bools(pc.equal(pc.list_value_length(left), fmt.free + 1))
@@ -220,6 +227,11 @@ def first_invalid(values: pa.Array, kind: str) -> int | None:
     """Index of the first value pyarrow cannot parse as ``kind``, or None when all parse."""
     if kind not in _PATTERNS or len(values) == 0:
         return None
+    try:  # fast path: the whole chunk parses (empty or padded values take the slow path)
+        pc.cast(values, ARROW_TYPES[kind])
+        return None
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
     good = _bools(pc.match_substring_regex(values, _PATTERNS[kind]))
     if kind in _INT_BOUNDS:  # digits that overflow the column type are invalid too
         trimmed = pc.utf8_trim_whitespace(values.filter(pa.array(good)))
