@@ -97,11 +97,6 @@ class Member:
             except (zipfile.BadZipFile, zlib.error, EOFError) as err:
                 raise ValueError(f"{self.label}: the zip is corrupt or truncated ({err})") from err
 
-    def read_bytes(self) -> bytes:
-        """The whole file as bytes (for the small files that are split in memory)."""
-        with self.open() as stream:
-            return stream.read()
-
 
 @dataclass(frozen=True)
 class LineFormat:
@@ -190,22 +185,16 @@ def _bools(mask: pa.Array) -> np.ndarray:
 
 def read_lines(member: Member, fmt: LineFormat) -> tuple[pa.StringArray, np.ndarray]:
     """All non-empty data lines of a small file (header dropped) and their line numbers."""
-    parts = list(iter_lines(member, fmt.encoding))
+    parts = list(data_lines(member, fmt))
     if not parts:
         return pa.array([], pa.string()), np.zeros(0, dtype=np.int64)
-    lines = pa.concat_arrays([p[0] for p in parts])
-    numbers = np.concatenate([p[1] for p in parts])
-    skip = 1 if fmt.header else 0
-    return lines[skip:], numbers[skip:]
+    return pa.concat_arrays([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def split_fields(lines: pa.StringArray, fmt: LineFormat) -> tuple[np.ndarray, list[pa.Array]]:
     """Split lines into fields: (mask of lines with the right field count, their fields)."""
     n = len(fmt.columns)
-    if fmt.quoted and pc.any(pc.match_substring(lines, '"')).as_py():
-        # unquote simple fields, then hide quoted text so its commas do not count
-        lines = pc.replace_substring_regex(lines, r'"([^",]*)"', r"\1")
-        lines = pc.replace_substring_regex(lines, r'"(?:[^"]|"")*"', "Q")
+    lines = _hide_quotes(lines, fmt)
     if fmt.free is None:
         parts = pc.split_pattern(lines, fmt.sep)
         ok = _bools(pc.equal(pc.list_value_length(parts), n))
@@ -221,6 +210,14 @@ def split_fields(lines: pa.StringArray, fmt: LineFormat) -> tuple[np.ndarray, li
     left, right = left.filter(pa.array(ok_right)), right.filter(pa.array(ok_right))
     fields = [pc.list_element(left, i) for i in range(fmt.free)]
     return ok, fields + [pc.list_element(right, i) for i in range(n - fmt.free)]
+
+
+def _hide_quotes(lines: pa.StringArray, fmt: LineFormat) -> pa.StringArray:
+    """Unquote simple CSV fields, and hide other quoted text so its separators do not count."""
+    if not fmt.quoted or not pc.any(pc.match_substring(lines, '"')).as_py():
+        return lines
+    lines = pc.replace_substring_regex(lines, r'"([^",]*)"', r"\1")
+    return pc.replace_substring_regex(lines, r'"(?:[^"]|"")*"', "Q")
 
 
 def first_invalid(values: pa.Array, kind: str) -> int | None:
@@ -247,7 +244,7 @@ def describe_problem(lines: pa.StringArray, numbers: np.ndarray, fmt: LineFormat
     found: list[tuple[int, str]] = []
     if not ok.all():
         i = int(np.argmin(ok))
-        n_found = len(pc.split_pattern(lines[i : i + 1], fmt.sep)[0])
+        n_found = len(pc.split_pattern(_hide_quotes(lines[i : i + 1], fmt), fmt.sep)[0])
         expected = f"{'at least ' if fmt.free is not None else ''}{len(fmt.columns)}"
         header = ", ".join(fmt.columns)
         found.append(
