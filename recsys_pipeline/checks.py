@@ -3,6 +3,8 @@
 Blocking checks stop downstream assets from consuming bad data in the same run.
 """
 
+import datetime as dt
+
 import dagster as dg
 import pyarrow as pa
 
@@ -14,8 +16,10 @@ from recsys_pipeline.assets.ingest import (
     clean_tags,
     clean_users,
 )
+from recsys_pipeline.assets.prepare import SPLIT_INS, split_key, splits_from
 from recsys_pipeline.data import validate as V
 from recsys_pipeline.data.movielens import detect_release
+from recsys_pipeline.data.validate_splits import split_problems
 from recsys_pipeline.metadata import findings_result
 
 _RELEASE_IN = {"movielens_release": dg.AssetIn(key=["raw", "movielens_release"])}
@@ -81,3 +85,42 @@ ingest_checks = [
     _schema_check(clean_movies, "movies"), _schema_check(clean_tags, "tags"),
     _schema_check(clean_links, "links"), _schema_check(clean_users, "users"),
 ]
+
+
+# --- prepared stage: the rating split ------------------------------------------------------
+_SPLIT_CHECKS = {
+    "splits_disjoint": "No (user, item) row is in two split tables.",
+    "splits_complete": "The split tables together hold exactly the encoded ratings.",
+    "no_split_leakage": "Temporal splits: no valid/test row precedes the same user's train "
+                        "rows (and, global, the cut); strong generalization: fold-in first.",
+    "held_out_users_unseen": "Strong generalization: held-out users never appear in train.",
+}
+
+
+_SPLIT_CHECK_INS = {"encoded": dg.AssetIn(key=["prepared", "encoded_ratings"]),
+                    "report": dg.AssetIn(key=split_key("report")), **SPLIT_INS}
+
+
+@dg.multi_asset_check(
+    specs=[dg.AssetCheckSpec(name, asset=split_key(S.TRAIN), blocking=True, description=d,
+                             additional_deps=[a.key for n, a in _SPLIT_CHECK_INS.items()
+                                              if n != S.TRAIN])
+           for name, d in _SPLIT_CHECKS.items()],
+    ins=_SPLIT_CHECK_INS,
+)
+def split_checks(encoded: pa.Table, report: dict, **split_tables: pa.Table):
+    """Leakage and completeness of the split (one load of the tables, four results)."""
+    config, cuts = report["config"], report["report"]
+    problems_by_check = split_problems(
+        encoded, splits_from(split_tables), config["method"], config["fold_in_by"],
+        *(dt.datetime.fromisoformat(cuts[k]) if cuts.get(k) else None
+          for k in ("valid_start", "test_start")))
+    for name, problems in problems_by_check.items():
+        yield dg.AssetCheckResult(
+            check_name=name, asset_key=split_key(S.TRAIN), passed=not problems,
+            metadata={"violations": len(problems), "method": report["config"]["method"],
+                      **({"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems))}
+                         if problems else {})})
+
+
+prepare_checks = [split_checks]

@@ -3,13 +3,14 @@
 import dagster as dg
 
 from recsys_pipeline.assets.ingest import ingest_assets
-from recsys_pipeline.checks import ingest_checks
+from recsys_pipeline.assets.prepare import prepare_assets
+from recsys_pipeline.checks import ingest_checks, prepare_checks
 from recsys_pipeline.jobs import all_jobs
 from recsys_pipeline.resources import build_resources
 from recsys_pipeline.schedules import all_schedules
 
-all_assets = [*ingest_assets]
-all_checks = [*ingest_checks]
+all_assets = [*ingest_assets, *prepare_assets]
+all_checks = [*ingest_checks, *prepare_checks]
 
 defs = dg.Definitions(
     assets=all_assets,

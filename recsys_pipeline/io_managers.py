@@ -9,6 +9,8 @@ from dagster_duckdb import DuckDBResource
 
 from recsys_pipeline.data import lake as lake_io
 from recsys_pipeline.data.lakedb import create_view, view_name
+from recsys_pipeline.data.sparse import load_matrices, save_matrices
+from recsys_pipeline.data.store import load_sessions, save_sessions
 from recsys_pipeline.resources import LakeResource
 
 
@@ -54,3 +56,57 @@ class JsonIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> Any:
         return lake_io.read_json(_key_path(self.lake, context.asset_key, "json"))
+
+
+class _FolderIOManager(dg.ConfigurableIOManager):
+    """A value stored as several files in ``<lake>/<key path>/``; its Parquet files get views."""
+
+    lake: dg.ResourceDependency[LakeResource]
+    duckdb: dg.ResourceDependency[DuckDBResource]
+
+    def _folder(self, key: dg.AssetKey) -> Path:
+        return self.lake.path(*key.path)
+
+    def _save(self, obj: Any, folder: Path) -> list[Path]:
+        raise NotImplementedError
+
+    def _load(self, folder: Path) -> Any:
+        raise NotImplementedError
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        folder = self._folder(context.asset_key)
+        paths = self._save(obj, folder)
+        parquet = [p for p in paths if p.suffix == ".parquet"]
+        if parquet:
+            with self.duckdb.get_connection() as conn:
+                for p in parquet:
+                    create_view(conn, view_name(self.lake.path(), p), p)
+        context.add_output_metadata({
+            "path": dg.MetadataValue.path(str(folder)),
+            "files": ", ".join(p.name for p in paths),
+            "size_bytes": sum(p.stat().st_size for p in paths),
+            "content_sha256": lake_io.files_sha256(paths),
+        })
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        return self._load(self._folder(context.asset_key))
+
+
+class SessionsIOManager(_FolderIOManager):
+    """Session sequences: Parquet list tables + ``arrays.npz`` (padded int32 token arrays)."""
+
+    def _save(self, obj: Any, folder: Path) -> list[Path]:
+        return save_sessions(obj, folder)
+
+    def _load(self, folder: Path) -> Any:
+        return load_sessions(folder)
+
+
+class MatricesIOManager(_FolderIOManager):
+    """CSR user x item matrices, one ``<split>_<explicit|binary>.npz`` each (no pickle)."""
+
+    def _save(self, obj: Any, folder: Path) -> list[Path]:
+        return save_matrices(obj, folder)
+
+    def _load(self, folder: Path) -> Any:
+        return load_matrices(folder)

@@ -3,11 +3,19 @@
 import dagster as dg
 
 from recsys_pipeline.assets.ingest import GROUP as INGEST
+from recsys_pipeline.assets.prepare import GROUP as PREPARE
 
 ingest_job = dg.define_asset_job(
     "ingest_job",
     selection=dg.AssetSelection.groups(INGEST),
     description="Read the MovieLens release into the clean Parquet lake, with its checks.",
+)
+
+prepare_job = dg.define_asset_job(
+    "prepare_job",
+    selection=dg.AssetSelection.groups(PREPARE),
+    description="Filter, encode, split, and build session sequences and sparse user vectors "
+                "from the clean lake, with the split checks.",
 )
 
 full_pipeline_job = dg.define_asset_job(
@@ -16,4 +24,4 @@ full_pipeline_job = dg.define_asset_job(
     description="Every asset, raw files to the last stage, with every check.",
 )
 
-all_jobs = [ingest_job, full_pipeline_job]
+all_jobs = [ingest_job, prepare_job, full_pipeline_job]

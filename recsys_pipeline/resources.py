@@ -27,7 +27,12 @@ class LakeResource(dg.ConfigurableResource):
 
 def build_resources(lake_root: str = DEFAULT_LAKE_ROOT) -> dict[str, object]:
     """The resources every asset needs, for a lake at ``lake_root`` (tests pass a tmp folder)."""
-    from recsys_pipeline.io_managers import JsonIOManager, ParquetIOManager
+    from recsys_pipeline.io_managers import (
+        JsonIOManager,
+        MatricesIOManager,
+        ParquetIOManager,
+        SessionsIOManager,
+    )
 
     lake = LakeResource(root=lake_root)
     duckdb = DuckDBResource(database=str(Path(lake_root) / DB_FILE_NAME))
@@ -36,4 +41,6 @@ def build_resources(lake_root: str = DEFAULT_LAKE_ROOT) -> dict[str, object]:
         "duckdb": duckdb,
         "io_manager": ParquetIOManager(lake=lake, duckdb=duckdb),
         "json_io_manager": JsonIOManager(lake=lake),
+        "sessions_io_manager": SessionsIOManager(lake=lake, duckdb=duckdb),
+        "matrices_io_manager": MatricesIOManager(lake=lake, duckdb=duckdb),
     }

@@ -116,3 +116,11 @@ def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
             digest.update(chunk)
     return digest.hexdigest()
 
+
+
+def files_sha256(paths: list[Path]) -> str:
+    """One hex SHA-256 over several files: the hash of their names and individual hashes."""
+    digest = hashlib.sha256()
+    for p in sorted(paths, key=lambda p: p.name):
+        digest.update(f"{p.name}:{file_sha256(p)}\n".encode())
+    return digest.hexdigest()

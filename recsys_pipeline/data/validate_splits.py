@@ -274,3 +274,43 @@ def validate_splits(encoded: pa.Table, splits: Splits, config: SplitConfig) -> l
         if config.fold_in_by == "time":
             problems += check_user_temporal(splits)
     return problems
+
+
+def split_problems(
+    encoded: pa.Table,
+    splits: Splits,
+    method: str,
+    fold_in_by: str = "time",
+    valid_start: datetime | None = None,
+    test_start: datetime | None = None,
+) -> dict[str, list[str]]:
+    """The problems of :func:`validate_splits`, grouped by the property they break.
+
+    Args:
+        encoded: The table that was split.
+        splits: Its splits.
+        method: The split method (selects which leakage checks apply).
+        fold_in_by: strong_generalization: ``time`` adds the fold-in-first order check.
+        valid_start: global_temporal: the valid cut (checked when given).
+        test_start: global_temporal: the test cut (checked when given).
+
+    Returns:
+        ``splits_disjoint``, ``splits_complete``, ``no_split_leakage`` and
+        ``held_out_users_unseen`` -> problems (empty where the property holds or does not
+        apply to ``method``).
+    """
+    leakage: list[str] = []
+    if method in ("user_temporal", "global_temporal"):
+        leakage += check_user_temporal(splits)
+    if method == "global_temporal":
+        leakage += check_global_temporal(splits, valid_start, test_start)
+    if method == "strong_generalization" and fold_in_by == "time":
+        leakage += check_user_temporal(splits)
+    return {
+        "splits_disjoint": check_disjoint(splits),
+        "splits_complete": check_complete(encoded, splits),
+        "no_split_leakage": leakage,
+        "held_out_users_unseen": (
+            check_held_out_users(splits) if method == "strong_generalization" else []
+        ),
+    }
