@@ -87,18 +87,18 @@ def clean_table(name: str, table: pa.Table) -> tuple[pa.Table, CleanReport]:
 
 
 def _drop_nulls(table: pa.Table, columns: tuple[str, ...], report: CleanReport) -> pa.Table:
-    keep = None
+    if table.num_rows == 0:
+        return table
+    keep = np.ones(table.num_rows, dtype=bool)
     for col in columns:
         valid = pc.is_valid(table[col])
-        if S.RATING == col and pa.types.is_floating(table[col].type):
-            valid = pc.and_(valid, pc.invert(pc.is_nan(table[col])))
-        n_null = table.num_rows - pc.sum(valid).as_py() if table.num_rows else 0
-        if n_null:
-            report.dropped[f"null_{col}"] = n_null
-        keep = valid if keep is None else pc.and_(keep, valid)
-    if keep is None or table.num_rows == 0 or pc.all(keep).as_py():
-        return table
-    return table.filter(keep)
+        if pa.types.is_floating(table[col].type):  # NaN is as missing as null
+            valid = pc.and_(valid, pc.invert(pc.fill_null(pc.is_nan(table[col]), True)))
+        valid_np = valid.to_numpy(zero_copy_only=False).astype(bool)
+        if not valid_np.all():
+            report.dropped[f"null_{col}"] = int((~valid_np).sum())
+            keep &= valid_np
+    return table if keep.all() else table.filter(pa.array(keep))
 
 
 def _exact_duplicates(table: pa.Table) -> np.ndarray:

@@ -127,3 +127,24 @@ def test_named_release_must_match_files(tmp_lake, lake_resources, tiny_release, 
                             raise_on_error=False)
     assert not result.success
     assert not (tmp_lake / "raw" / "movielens_release.json").exists()
+
+
+def test_empty_and_duplicate_ratings_are_dropped_with_reasons(tmp_lake, lake_resources,
+                                                            tiny_release):
+    lines = (tiny_release / "ratings.csv").read_text().splitlines()
+    first = lines[1].split(",")
+    lines += [f"{first[0]},{first[1]},1.0,{int(first[3]) + 5}",  # re-rating: the later wins
+              lines[2],                                        # exact duplicate
+              "3,7,,1000000000"]                                 # empty rating
+    (tiny_release / "ratings.csv").write_text("\n".join(lines) + "\n")
+    result = dg.materialize(ingest_assets, resources=lake_resources,
+                            run_config=_config(tiny_release))
+    meta = result.asset_materializations_for_node("clean__ratings")[0].metadata
+    assert meta["dropped"].value == {"null_rating": 1, "exact_duplicate": 1,
+                                     "superseded_rating": 1}
+    assert meta["dagster/row_count"].value == 30 * 25
+    ratings = read_parquet(tmp_lake / "clean" / "ratings.parquet")
+    row = ratings.filter(pa.compute.and_(
+        pa.compute.equal(ratings[S.USER_ID], int(first[0])),
+        pa.compute.equal(ratings[S.ITEM_ID], int(first[1]))))
+    assert row[S.RATING].to_pylist() == [1.0]
