@@ -70,5 +70,6 @@ lint: setup-dev
 
 # Remove generated lake layers (never the shipped data_lake/raw/ml-latest-small).
 clean-lake:
-	rm -rf data_lake/clean data_lake/prepared data_lake/reports data_lake/lake.duckdb \
+	rm -rf data_lake/clean data_lake/prepared data_lake/models data_lake/mlflow \
+		data_lake/reports data_lake/lake.duckdb \
 		data_lake/raw/movielens_release.json
