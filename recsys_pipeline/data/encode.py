@@ -125,7 +125,8 @@ def _encoded_table(user_idx: np.ndarray, item_idx: np.ndarray, ratings: pa.Table
         ratings.column(schema.RATING),
         ratings.column(schema.TIMESTAMP),
     ]
-    return pa.Table.from_arrays(cols, schema=schema.ENCODED_RATINGS_SCHEMA)
+    # one chunk per column, so later stages get zero-copy numpy views of every column
+    return pa.Table.from_arrays(cols, schema=schema.ENCODED_RATINGS_SCHEMA).combine_chunks()
 
 
 def encode_ids(ratings: pa.Table, movies: pa.Table | None = None) -> tuple[pa.Table, IdMaps]:

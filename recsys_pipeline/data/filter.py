@@ -87,57 +87,31 @@ class StepReport:
         return self.rows_before - self.rows_after
 
 
-def id_counts(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Count occurrences of each id.
+def dense_codes(ids: np.ndarray) -> tuple[np.ndarray, int]:
+    """Non-negative codes for ``ids`` whose order matches the ids' order.
 
     Args:
         ids: Integer ids, any order, any values.
 
     Returns:
-        ``(per_row, distinct)``: ``per_row[i]`` is how often ``ids[i]`` occurs (int64, same
-        length as ``ids``); ``distinct`` holds the sorted distinct ids.
+        ``(codes, size)``: the ids themselves when they are non-negative and compact enough
+        for a dense ``np.bincount`` (no copy), else their ranks among the distinct ids; and the
+        size of the code space.
     """
     if len(ids) == 0:
-        return np.zeros(0, np.int64), ids[:0].copy()
+        return ids.astype(np.int64), 0
     lo, hi = int(ids.min()), int(ids.max())
     if lo >= 0 and hi < _DENSE_FACTOR * len(ids) + _DENSE_SLACK:
-        counts = np.bincount(ids, minlength=hi + 1)
-        return counts[ids], np.flatnonzero(counts).astype(ids.dtype)
-    distinct, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
-    return counts[inverse], distinct
+        return ids, hi + 1
+    distinct, inverse = np.unique(ids, return_inverse=True)
+    return inverse.astype(np.int32), len(distinct)
 
 
-def _n_distinct(ids: np.ndarray) -> int:
-    return len(id_counts(ids)[1])
-
-
-def _ids(table: pa.Table, column: str) -> np.ndarray:
-    return table.column(column).to_numpy()
-
-
-def _stats(table: pa.Table) -> tuple[int, int, int]:
-    """(rows, distinct users, distinct items) of a table."""
-    users = _n_distinct(_ids(table, schema.USER_ID))
-    return table.num_rows, users, _n_distinct(_ids(table, schema.ITEM_ID))
-
-
-class _Tracker:
-    """Applies steps to a table and records a report for each, reusing the last step's counts."""
-
-    def __init__(self, table: pa.Table) -> None:
-        self.table = table
-        self.stats = _stats(table)
-        self.reports: list[StepReport] = []
-
-    def apply(self, step: str, reason: str, mask: np.ndarray) -> int:
-        """Keep rows where ``mask`` holds; record and return the number of rows dropped."""
-        after = self.table if mask.all() else self.table.filter(pa.array(mask))
-        stats = self.stats if after is self.table else _stats(after)
-        (rb, ub, ib), (ra, ua, ia) = self.stats, stats
-        self.reports.append(StepReport(step, reason, rb, ra, ub, ua, ib, ia))
-        logger.info("filter %s: %d -> %d rows (%s)", step, rb, ra, reason)
-        self.table, self.stats = after, stats
-        return rb - ra
+def _top_codes(counts: np.ndarray, n: int) -> np.ndarray:
+    """Codes of the ``n`` largest counts, ties by code ascending (== id ascending)."""
+    present = np.flatnonzero(counts)
+    # lexsort: last key is primary -> count descending, then code ascending
+    return present[np.lexsort((present, -counts[present]))[:n]]
 
 
 def top_n_item_ids(item_ids: np.ndarray, n: int) -> np.ndarray:
@@ -150,12 +124,59 @@ def top_n_item_ids(item_ids: np.ndarray, n: int) -> np.ndarray:
     Returns:
         The chosen ids in rank order (most rated first).
     """
-    if len(item_ids) == 0:
-        return item_ids[:0].copy()
-    distinct, counts = np.unique(item_ids, return_counts=True)
-    # lexsort: last key is primary -> count descending, then id ascending
-    order = np.lexsort((distinct, -counts))
-    return distinct[order[:n]]
+    codes, size = dense_codes(item_ids)
+    top = _top_codes(np.bincount(codes, minlength=size), n)
+    if codes is item_ids:
+        return top.astype(item_ids.dtype)
+    return np.unique(item_ids)[top]
+
+
+class _Tracker:
+    """Runs steps on id codes and records a report per step; builds the table once at the end.
+
+    Only numpy arrays of the surviving rows' user/item codes are filtered step by step; the
+    Arrow table is filtered once, with the combined mask, in :meth:`result`.
+    """
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+        self.user, self.n_user_codes = dense_codes(table.column(schema.USER_ID).to_numpy())
+        self.item, self.n_item_codes = dense_codes(table.column(schema.ITEM_ID).to_numpy())
+        self.alive = np.ones(table.num_rows, bool)
+        self.reports: list[StepReport] = []
+        self._count_cache: dict[str, np.ndarray] = {}
+        self.stats = self._stats()
+
+    def counts(self, which: str) -> np.ndarray:
+        """Rows per user code (``"user"``) or item code (``"item"``) among surviving rows."""
+        if which not in self._count_cache:
+            codes, size = (
+                (self.user, self.n_user_codes)
+                if which == "user"
+                else (self.item, self.n_item_codes)
+            )
+            self._count_cache[which] = np.bincount(codes, minlength=size)
+        return self._count_cache[which]
+
+    def _stats(self) -> tuple[int, int, int]:
+        users = int(np.count_nonzero(self.counts("user")))
+        return len(self.user), users, int(np.count_nonzero(self.counts("item")))
+
+    def apply(self, step: str, reason: str, mask: np.ndarray) -> int:
+        """Keep surviving rows where ``mask`` holds; record and return the rows dropped."""
+        if not mask.all():
+            self.user, self.item = self.user[mask], self.item[mask]
+            self.alive[self.alive] = mask
+            self._count_cache.clear()
+        before, self.stats = self.stats, self._stats()
+        (rb, ub, ib), (ra, ua, ia) = before, self.stats
+        self.reports.append(StepReport(step, reason, rb, ra, ub, ua, ib, ia))
+        logger.info("filter %s: %d -> %d rows (%s)", step, rb, ra, reason)
+        return rb - ra
+
+    def result(self) -> pa.Table:
+        """The input table restricted to the surviving rows (input order)."""
+        return self.table if self.alive.all() else self.table.filter(pa.array(self.alive))
 
 
 def _min_count_round(tracker: _Tracker, config: FilterConfig, suffix: str) -> int:
@@ -166,14 +187,12 @@ def _min_count_round(tracker: _Tracker, config: FilterConfig, suffix: str) -> in
         both minimums hold at once and a k-core is reached.
     """
     if config.min_item_ratings > 0:
-        per_row, _ = id_counts(_ids(tracker.table, schema.ITEM_ID))
+        keep = (tracker.counts("item") >= config.min_item_ratings)[tracker.item]
         reason = f"item has < {config.min_item_ratings} ratings"
-        keep = per_row >= config.min_item_ratings
         tracker.apply("min_item_ratings" + suffix, reason, keep)
     if config.min_user_ratings > 0:
-        per_row, _ = id_counts(_ids(tracker.table, schema.USER_ID))
+        keep = (tracker.counts("user") >= config.min_user_ratings)[tracker.user]
         reason = f"user has < {config.min_user_ratings} ratings among kept items"
-        keep = per_row >= config.min_user_ratings
         return tracker.apply("min_user_ratings" + suffix, reason, keep)
     return 0
 
@@ -197,13 +216,14 @@ def filter_ratings(ratings: pa.Table, config: FilterConfig) -> tuple[pa.Table, l
     tracker = _Tracker(ratings)
     if config.rating_threshold is not None:
         thr = config.rating_threshold
-        mask = _ids(tracker.table, schema.RATING) >= np.float32(thr)
+        mask = ratings.column(schema.RATING).to_numpy() >= np.float32(thr)
         tracker.apply("rating_threshold", f"rating < {thr}", mask)
     if config.top_n_items is not None:
-        item_ids = _ids(tracker.table, schema.ITEM_ID)
-        keep = top_n_item_ids(item_ids, config.top_n_items)
+        top = _top_codes(tracker.counts("item"), config.top_n_items)
+        is_top = np.zeros(tracker.n_item_codes, bool)
+        is_top[top] = True
         reason = f"item not among the {config.top_n_items} most rated"
-        tracker.apply("top_n_items", reason, np.isin(item_ids, keep))
+        tracker.apply("top_n_items", reason, is_top[tracker.item])
     dropped = _min_count_round(tracker, config, "")
     rounds = 1
     # with only one minimum set, one pass is already stable
@@ -211,4 +231,4 @@ def filter_ratings(ratings: pa.Table, config: FilterConfig) -> tuple[pa.Table, l
     while config.k_core and both and dropped:
         rounds += 1
         dropped = _min_count_round(tracker, config, f" [round {rounds}]")
-    return tracker.table, tracker.reports
+    return tracker.result(), tracker.reports

@@ -34,7 +34,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys_pipeline import schema
-from recsys_pipeline.data.split import Splits, chronological_order, group_positions, timestamps
+from recsys_pipeline.data.split import (
+    Splits,
+    chronological_order,
+    segment_codes,
+    timestamps,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -136,34 +141,73 @@ def sequences_to_pairs(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     return users[parents], pc.list_flatten(seqs).to_numpy()
 
 
-def _ragged(
-    user: np.ndarray, item: np.ndarray, ts: np.ndarray, n_users: int, max_len: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Group rows into per-user chronological sequences, keeping the last ``max_len``.
+@dataclass(frozen=True)
+class _Rows:
+    """Interaction rows sorted by (user, timestamp), ties in input order."""
+
+    user: np.ndarray
+    item: np.ndarray
+    ts: np.ndarray
+
+    @staticmethod
+    def of(tables: list[pa.Table], lookup: np.ndarray) -> _Rows:
+        """In-vocabulary rows of ``tables`` (concatenated in order), sorted chronologically."""
+        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        user = table.column(schema.USER_IDX).to_numpy()
+        item = table.column(schema.ITEM_IDX).to_numpy()
+        ts = timestamps(table)
+        keep = lookup[item] > 0
+        if not keep.all():
+            user, item, ts = user[keep], item[keep], ts[keep]
+        order = chronological_order(user, ts)
+        return _Rows(user[order], item[order], ts[order])
+
+    def sizes(self, n_users: int) -> np.ndarray:
+        """Rows per user; a binary search per user, as rows are sorted by user."""
+        bounds = np.searchsorted(self.user, np.arange(n_users + 1, dtype=self.user.dtype))
+        return np.diff(bounds)
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    def select(self, mask: np.ndarray) -> _Rows:
+        """Rows where ``mask`` holds (order kept)."""
+        return _Rows(self.user[mask], self.item[mask], self.ts[mask])
+
+    def merge(self, later: _Rows) -> _Rows:
+        """Both row sets in chronological order; on ties ``self``'s rows come first."""
+        if len(later) == 0:
+            return self
+        user = np.concatenate([self.user, later.user])
+        ts = np.concatenate([self.ts, later.ts])
+        # two sorted runs: the stable sort (timsort) merges them in linear time
+        order = chronological_order(user, ts)
+        return _Rows(user[order], np.concatenate([self.item, later.item])[order], ts[order])
+
+
+def _last(rows: _Rows, n_users: int, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each user's last ``max_len`` rows.
 
     Returns:
         ``(users, lengths, items)``: users with a sequence (ascending), their lengths, and the
         concatenated items (user after user, oldest first).
     """
-    order = chronological_order(user, ts)
-    user, item = user[order], item[order]
-    pos, size = group_positions(user, n_users)
-    keep = pos >= size - max_len
-    user, item = user[keep], item[keep]
-    counts = np.bincount(user, minlength=n_users)
-    users = np.flatnonzero(counts).astype(np.int32)
-    return users, counts[users].astype(np.int32), item.astype(np.int32)
+    size = rows.sizes(n_users)
+    lengths = np.minimum(size, max_len)
+    keep = segment_codes(np.stack([size - lengths, lengths], axis=1), np.array([False, True]))
+    users = np.flatnonzero(lengths).astype(np.int32)
+    return users, lengths[users].astype(np.int32), rows.item[keep].astype(np.int32)
 
 
 def _pad(lengths: np.ndarray, values: np.ndarray, max_len: int, side: str) -> np.ndarray:
-    """Scatter ragged ``values`` into a zero ``[len(lengths), max_len]`` array."""
+    """Place ragged ``values`` into a zero ``[len(lengths), max_len]`` array."""
     out = np.full((len(lengths), max_len), PAD, np.int32)  # [n_rows, max_len]
-    row = np.repeat(np.arange(len(lengths)), lengths)
-    starts = np.cumsum(lengths, dtype=np.int64) - lengths
-    col = np.arange(len(values), dtype=np.int64) - starts[row]
+    cols = np.arange(max_len)
     if side == "left":
-        col += max_len - lengths[row]
-    out[row, col] = values
+        filled = cols >= (max_len - lengths)[:, None]
+    else:
+        filled = cols < lengths[:, None]
+    out[filled] = values  # boolean assignment fills row-major: user after user, oldest first
     return out
 
 
@@ -191,50 +235,51 @@ def _batch(
     return SequenceBatch(table, users, tokens, lengths, targets)
 
 
-def _columns(tables: list[pa.Table]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    table = pa.concat_tables(tables)
-    user = table.column(schema.USER_IDX).to_numpy()
-    return user, table.column(schema.ITEM_IDX).to_numpy(), timestamps(table)
+def _targets(
+    table: pa.Table, lookup: np.ndarray, n_users: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per user: first in-vocabulary item of ``table`` (-1 if none), its time, and user count."""
+    n_present = int(
+        np.count_nonzero(np.bincount(table.column(schema.USER_IDX).to_numpy(), minlength=n_users))
+    )
+    rows = _Rows.of([table], lookup)
+    size = rows.sizes(n_users)
+    users = np.flatnonzero(size)
+    first = (np.cumsum(size) - size)[users]
+    target_item = np.full(n_users, -1, np.int64)
+    target_ts = np.full(n_users, np.iinfo(np.int64).min, np.int64)
+    target_item[users], target_ts[users] = rows.item[first], rows.ts[first]
+    return target_item, target_ts, n_present
 
 
 def _next_item_batch(
     splits: Splits,
     name: str,
+    train: _Rows,
     n_users: int,
     lookup: np.ndarray,
     config: SessionConfig,
     report: dict[str, int],
 ) -> SequenceBatch:
     tables = splits.tables()
-    user, item, ts = _columns([tables[name]])
-    in_vocab = lookup[item] > 0
-    report[f"{name}_users"] = int(np.count_nonzero(np.bincount(user, minlength=n_users)))
-    # target: each user's chronologically first in-vocabulary row
-    user, item, ts = user[in_vocab], item[in_vocab], ts[in_vocab]
-    order = chronological_order(user, ts)
-    first = order[group_positions(user[order], n_users)[0] == 0]
-    target_item = np.full(n_users, -1, np.int64)
-    target_ts = np.full(n_users, np.iinfo(np.int64).min, np.int64)
-    target_item[user[first]], target_ts[user[first]] = item[first], ts[first]
-    report[f"{name}_users_without_target"] = report[f"{name}_users"] - len(first)
-    h_user, h_item, h_ts = _columns([tables[t] for t in _HISTORY[name]])
-    # inputs: in-vocabulary rows of users with a target, not later than that target
-    usable = (lookup[h_item] > 0) & (target_item[h_user] >= 0)
-    keep = usable & (h_ts <= target_ts[h_user])
+    target_item, target_ts, n_present = _targets(tables[name], lookup, n_users)
+    has_target = target_item >= 0
+    report[f"{name}_users"] = n_present
+    report[f"{name}_users_without_target"] = n_present - int(np.count_nonzero(has_target))
+    extra = [tables[t] for t in _HISTORY[name][1:] if tables[t].num_rows]
+    history = train.merge(_Rows.of(extra, lookup)) if extra else train
+    # inputs: rows of users with a target, not later than that target
+    usable = has_target[history.user]
+    keep = usable & (history.ts <= target_ts[history.user])
     report[f"{name}_history_rows_after_target"] = int(np.count_nonzero(usable & ~keep))
-    users, lengths, items = _ragged(h_user[keep], h_item[keep], h_ts[keep], n_users, config.max_len)
-    with_history = np.zeros(n_users, bool)
-    with_history[users[lengths >= config.min_history]] = True
-    if config.min_history == 0:
-        with_history[target_item >= 0] = True
-    report[f"{name}_users_short_history"] = len(first) - int(np.count_nonzero(with_history))
+    users, lengths, items = _last(history.select(keep), n_users, config.max_len)
     full_len = np.zeros(n_users, np.int32)
     full_len[users] = lengths
-    keep_rows = np.repeat(with_history[users], lengths)
-    users_out = np.flatnonzero(with_history).astype(np.int32)
-    return _batch(
-        users_out, full_len[users_out], items[keep_rows], lookup, config, target_item[users_out]
-    )
+    enough = has_target & (full_len >= config.min_history)
+    report[f"{name}_users_short_history"] = int(np.count_nonzero(has_target & ~enough))
+    items = items[np.repeat(enough[users], lengths)]
+    users_out = np.flatnonzero(enough).astype(np.int32)
+    return _batch(users_out, full_len[users_out], items, lookup, config, target_item[users_out])
 
 
 def build_sessions(splits: Splits, n_users: int, n_items: int, config: SessionConfig) -> Sessions:
@@ -254,17 +299,21 @@ def build_sessions(splits: Splits, n_users: int, n_items: int, config: SessionCo
             values = table.column(col).to_numpy()
             if len(values) and (values.min() < 0 or values.max() >= n):
                 raise ValueError(f"build_sessions: {name}.{col} outside [0, {n})")
-    user, item, ts = _columns([splits.train])
-    vocab = build_vocab(item, n_items, config.min_item_count)
-    lookup = token_lookup(vocab, n_items)
-    in_vocab = lookup[item] > 0
-    report = {"n_vocab": len(vocab), "train_rows_out_of_vocab": int(np.count_nonzero(~in_vocab))}
-    users, lengths, items = _ragged(
-        user[in_vocab], item[in_vocab], ts[in_vocab], n_users, config.max_len
+    vocab = build_vocab(
+        splits.train.column(schema.ITEM_IDX).to_numpy(), n_items, config.min_item_count
     )
+    lookup = token_lookup(vocab, n_items)
+    train_rows = _Rows.of([splits.train], lookup)
+    report = {
+        "n_vocab": len(vocab),
+        "train_rows_out_of_vocab": splits.train.num_rows - len(train_rows),
+    }
+    users, lengths, items = _last(train_rows, n_users, config.max_len)
     train = _batch(users, lengths, items, lookup, config)
     report["train_sequences"] = len(users)
-    valid = _next_item_batch(splits, schema.VALID, n_users, lookup, config, report)
-    test = _next_item_batch(splits, schema.TEST, n_users, lookup, config, report)
+    valid, test = (
+        _next_item_batch(splits, name, train_rows, n_users, lookup, config, report)
+        for name in (schema.VALID, schema.TEST)
+    )
     logger.info("sessions: %s", report)
     return Sessions(vocab, train, valid, test, report)

@@ -12,7 +12,7 @@ Every row of the input lands in exactly one of five tables (``schema.SPLIT_NAMES
 
 Methods (``SplitConfig.method``):
 
-* ``random``: a seeded permutation of the rows, cut by ``ratios``.
+* ``random``: each row gets a seeded, uniformly random table with exact ``ratios`` sizes.
 * ``global_temporal``: two timestamp cuts; ``train: t < valid_start <= valid < test_start <=
   test``. Cuts are explicit (``cut_times``) or the timestamps at the ``ratios`` quantiles, so
   rows with equal timestamps never straddle a cut and the fractions can differ a little.
@@ -110,7 +110,8 @@ class SplitReport:
         users: Distinct users per table name.
         cold_start_users: Per non-train table, distinct users absent from train (before dropping).
         cold_start_items: Per non-train table, distinct items absent from train (before dropping).
-        cold_start_rows: Per non-train table, rows with a cold user or item (before dropping).
+        cold_start_rows: Per non-train table, the cold rows ``drop_cold_start`` removes (cold
+            user or item; cold item only for strong generalization), counted before dropping.
         valid_start: global_temporal: first timestamp of valid (None otherwise).
         test_start: global_temporal: first timestamp of test (None otherwise).
     """
@@ -159,29 +160,30 @@ def chronological_order(user_idx: np.ndarray, timestamp: np.ndarray) -> np.ndarr
     """
     if len(user_idx) == 0:
         return np.zeros(0, np.int64)
-    ts = timestamp.astype(np.int64)
-    t0, span = int(ts.min()), int(ts.max()) - int(ts.min()) + 1
+    t0, t1 = int(timestamp.min()), int(timestamp.max())
+    span = t1 - t0 + 1
     if (int(user_idx.max()) + 1) * span < 2**62:
-        # one packed int64 key sorts ~10x faster than np.lexsort on two keys
-        key = user_idx.astype(np.int64) * span + (ts - t0)
+        # one packed int64 key sorts ~10x faster than np.lexsort on two keys; built in place
+        key = user_idx.astype(np.int64)
+        key *= span
+        key += timestamp
+        key -= t0
         return np.argsort(key, kind="stable")
-    return np.lexsort((ts, user_idx))
+    return np.lexsort((timestamp, user_idx))
 
 
-def group_positions(sorted_groups: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
-    """Position of each row within its group, for rows already sorted by group.
+def segment_codes(parts: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Label rows sorted by group, each group cut into consecutive parts.
 
     Args:
-        sorted_groups: Group index per row, non-decreasing.
-        n_groups: Number of groups (groups may be empty).
+        parts: ``[n_groups, k]`` rows of each part of each group, in order (sums = group sizes).
+        codes: ``[k]`` label of each part.
 
     Returns:
-        ``(position, size)``: 0-based rank of each row in its group, and its group's size.
+        One label per row, in the groups' sorted row order (a single ``np.repeat``: no
+        per-row position arrays are built).
     """
-    counts = np.bincount(sorted_groups, minlength=n_groups)
-    starts = np.cumsum(counts) - counts
-    position = np.arange(len(sorted_groups), dtype=np.int64) - starts[sorted_groups]
-    return position, counts[sorted_groups]
+    return np.repeat(np.tile(codes, len(parts)), parts.ravel())
 
 
 def timestamps(table: pa.Table) -> np.ndarray:
@@ -197,39 +199,44 @@ def _bounds(n: np.ndarray | int, ratios: tuple[float, float, float]) -> tuple[np
 
 
 def _random_codes(n: int, config: SplitConfig) -> np.ndarray:
-    perm = np.random.default_rng(config.seed).permutation(n)
     end_train, end_valid = (int(b) for b in _bounds(n, config.ratios))
-    code = np.empty(n, np.int8)
-    code[perm[:end_train]] = _TRAIN
-    code[perm[end_train:end_valid]] = _VALID
-    code[perm[end_valid:]] = _TEST
+    sizes = [end_train, end_valid - end_train, n - end_valid]
+    # exact sizes, uniformly placed: shuffle the int8 labels themselves (4x less memory
+    # traffic than shuffling an index permutation)
+    code = np.repeat(np.array([_TRAIN, _VALID, _TEST], np.int8), sizes)
+    np.random.default_rng(config.seed).shuffle(code)
     return code
 
 
-def _global_cuts(ts: np.ndarray, config: SplitConfig) -> tuple[int, int]:
+def _global_codes(ts: np.ndarray, config: SplitConfig) -> tuple[np.ndarray, tuple[int, int]]:
     if config.cut_times is not None:
-        return tuple(int(t.timestamp()) for t in config.cut_times)  # type: ignore[return-value]
-    end_train, end_valid = (int(b) for b in _bounds(len(ts), config.ratios))
-    kth = [k for k in (end_train, end_valid) if k < len(ts)]
-    part = np.partition(ts, kth) if kth else ts
-    after_last = int(ts.max()) + 1 if len(ts) else 0
-    return tuple(int(part[k]) if k < len(ts) else after_last for k in (end_train, end_valid))
+        cuts = tuple(int(t.timestamp()) for t in config.cut_times)
+    else:
+        ends = [int(b) for b in _bounds(len(ts), config.ratios)]
+        kth = [k for k in ends if k < len(ts)]
+        part = np.partition(ts, kth) if kth else ts
+        cuts = tuple(int(part[k]) if k < len(ts) else int(ts.max()) + 1 for k in ends)
+    code = np.full(len(ts), _TEST, np.int8)
+    code[ts < cuts[1]] = _VALID
+    code[ts < cuts[0]] = _TRAIN
+    return code, cuts  # type: ignore[return-value]
 
 
 def _user_temporal_codes(user: np.ndarray, ts: np.ndarray, config: SplitConfig) -> np.ndarray:
     order = chronological_order(user, ts)
-    pos, size = group_positions(user[order], int(user.max()) + 1 if len(user) else 0)
+    size = np.bincount(user)
     if config.leave_last_k is not None:
-        n_test = np.minimum(config.leave_last_k, size - 1)
-        n_valid = np.minimum(config.leave_last_k, size - 1 - n_test)
-        end_train, end_valid = size - n_test - n_valid, size - n_test
+        n_test = np.minimum(config.leave_last_k, np.maximum(size - 1, 0))
+        n_valid = np.minimum(config.leave_last_k, np.maximum(size - 1 - n_test, 0))
+        n_train = size - n_test - n_valid
     else:
         end_train, end_valid = _bounds(size, config.ratios)
-        end_train = np.maximum(end_train, 1)  # every user keeps a train row
-        end_valid = np.maximum(end_valid, end_train)
-    code = np.full(len(user), _TEST, np.int8)
-    code[order[pos < end_valid]] = _VALID
-    code[order[pos < end_train]] = _TRAIN
+        n_train = np.minimum(np.maximum(end_train, 1), size)  # every user keeps a train row
+        n_valid = np.maximum(end_valid, n_train) - n_train
+        n_test = size - n_train - n_valid
+    code = np.empty(len(user), np.int8)
+    parts = np.stack([n_train, n_valid, n_test], axis=1)
+    code[order] = segment_codes(parts, np.array([_TRAIN, _VALID, _TEST], np.int8))
     return code
 
 
@@ -255,20 +262,23 @@ def _held_out_users(user: np.ndarray, config: SplitConfig, rng: np.random.Genera
 
 def _strong_codes(user: np.ndarray, ts: np.ndarray, config: SplitConfig) -> np.ndarray:
     rng = np.random.default_rng(config.seed)
-    role = _held_out_users(user, config, rng)[user]
-    rows = np.flatnonzero(role > 0)
+    role = _held_out_users(user, config, rng)
+    rows = np.flatnonzero(role[user] > 0)
     held_user = user[rows]
     if config.fold_in_by == "time":
         order = chronological_order(held_user, ts[rows])
     else:  # a random key per row gives a seeded random order within each user
         order = chronological_order(held_user, rng.integers(0, 2**31, len(rows)))
-    pos, size = group_positions(held_user[order], int(user.max()) + 1)
+    size = np.bincount(held_user, minlength=len(role))
     n_fold = np.clip(round_half_up(size * config.fold_in_fraction), 1, np.maximum(size - 1, 1))
-    is_eval = np.empty(len(rows), bool)
-    is_eval[order] = pos >= n_fold
+    n_fold = np.minimum(n_fold, size)  # users without rows here get (0, 0)
+    # per user: fold-in code then evaluation code, by the user's role
+    fold_code = np.where(role == 2, _TFOLD, _VFOLD).astype(np.int8)
+    eval_code = np.where(role == 2, _TEST, _VALID).astype(np.int8)
+    labels = np.stack([fold_code, eval_code], axis=1).ravel()
+    counts = np.stack([n_fold, size - n_fold], axis=1).ravel()
     code = np.full(len(user), _TRAIN, np.int8)
-    test = role[rows] == 2
-    code[rows] = np.where(test, np.where(is_eval, _TEST, _TFOLD), np.where(is_eval, _VALID, _VFOLD))
+    code[rows[order]] = np.repeat(labels, counts)
     return code
 
 
@@ -276,27 +286,47 @@ def _count_distinct(ids: np.ndarray) -> int:
     return int(np.count_nonzero(np.bincount(ids))) if len(ids) else 0
 
 
-def _drop_cold_start(
+def _seen(ids: np.ndarray, size: int) -> np.ndarray:
+    seen = np.zeros(size, bool)
+    seen[ids] = True
+    return seen
+
+
+def _partition(
     user: np.ndarray, item: np.ndarray, code: np.ndarray, config: SplitConfig
-) -> tuple[np.ndarray, dict[str, dict[str, int]]]:
-    """Count cold users/items per non-train table; move cold rows to dropped if configured."""
-    train = code == _TRAIN
-    seen_user = np.zeros(int(user.max()) + 1, bool)
-    seen_item = np.zeros(int(item.max()) + 1, bool)
-    seen_user[user[train]] = True
-    seen_item[item[train]] = True
-    cold_user, cold_item = ~seen_user[user], ~seen_item[item]
-    # held-out users are cold by design in strong generalization: only items count there
-    cold_row = cold_item if config.method == "strong_generalization" else cold_user | cold_item
+) -> tuple[np.ndarray, dict[str, tuple[int, int]], dict[str, dict[str, int]]]:
+    """Row order grouping the tables, each table's (start, stop), and cold-start counts.
+
+    Rows are grouped by code with a stable sort, so each table keeps input order. Cold-start
+    rows of the non-train tables are then counted and, if configured, moved to ``dropped``.
+    """
+    order = np.argsort(code, kind="stable")  # int8 keys: a radix sort
+    ends = np.cumsum(np.bincount(code, minlength=len(_CODES)))
+    starts = np.concatenate([[0], ends[:-1]])
+    spans = {name: (int(starts[c]), int(ends[c])) for name, c in _CODES.items()}
+    user_s, item_s = user[order], item[order]
+    train = slice(*spans[schema.TRAIN])
+    seen_user = _seen(user_s[train], int(user.max()) + 1)
+    seen_item = _seen(item_s[train], int(item.max()) + 1)
     stats: dict[str, dict[str, int]] = {"users": {}, "items": {}, "rows": {}}
+    pieces, dropped = [order[train]], [order[slice(*spans[DROPPED])]]
     for name in schema.SPLIT_NAMES[1:]:
-        in_table = code == _CODES[name]
-        stats["users"][name] = _count_distinct(user[in_table & cold_user])
-        stats["items"][name] = _count_distinct(item[in_table & cold_item])
-        stats["rows"][name] = int(np.count_nonzero(in_table & cold_row))
-    if config.drop_cold_start:
-        code = np.where(cold_row & ~train, np.int8(_DROP), code)
-    return code, stats
+        part = slice(*spans[name])
+        cold_user, cold_item = ~seen_user[user_s[part]], ~seen_item[item_s[part]]
+        # held-out users are cold by design in strong generalization: only items count there
+        cold = cold_item if config.method == "strong_generalization" else cold_user | cold_item
+        stats["users"][name] = _count_distinct(user_s[part][cold_user])
+        stats["items"][name] = _count_distinct(item_s[part][cold_item])
+        stats["rows"][name] = int(np.count_nonzero(cold))
+        if config.drop_cold_start:
+            pieces.append(order[part][~cold])
+            dropped.append(order[part][cold])
+        else:
+            pieces.append(order[part])
+    pieces.append(np.sort(np.concatenate(dropped)))  # dropped rows back in input order
+    bounds = np.cumsum([0] + [len(p) for p in pieces])
+    spans = {name: (int(bounds[i]), int(bounds[i + 1])) for i, name in enumerate(_CODES)}
+    return np.concatenate(pieces), spans, stats
 
 
 def _to_datetime(seconds: int) -> datetime:
@@ -323,24 +353,19 @@ def split_ratings(encoded: pa.Table, config: SplitConfig) -> Splits:
     if config.method == "random":
         code = _random_codes(len(user), config)
     elif config.method == "global_temporal":
-        cuts = _global_cuts(ts, config)
-        code = np.where(ts < cuts[0], _TRAIN, np.where(ts < cuts[1], _VALID, _TEST))
-        code = code.astype(np.int8)
+        code, cuts = _global_codes(ts, config)
     elif config.method == "user_temporal":
         code = _user_temporal_codes(user, ts, config)
     else:
         code = _strong_codes(user, ts, config)
-    code, cold = _drop_cold_start(user, item, code, config)
-    # a stable sort on int8 codes is a radix sort: one gather, then zero-copy slices
-    order = np.argsort(code, kind="stable")
-    counts = np.bincount(code, minlength=len(_CODES))
-    ends = np.cumsum(counts)
+    order, spans, cold = _partition(user, item, code, config)
     ordered = encoded.take(pa.array(order))
-    tables = {name: ordered.slice(ends[c] - counts[c], counts[c]) for name, c in _CODES.items()}
+    tables = {name: ordered.slice(lo, hi - lo) for name, (lo, hi) in spans.items()}
+    user_sorted = user[order]
     report = SplitReport(
         method=config.method,
-        rows={name: int(counts[c]) for name, c in _CODES.items()},
-        users={name: _count_distinct(user[code == c]) for name, c in _CODES.items()},
+        rows={name: hi - lo for name, (lo, hi) in spans.items()},
+        users={name: _count_distinct(user_sorted[lo:hi]) for name, (lo, hi) in spans.items()},
         cold_start_users=cold["users"],
         cold_start_items=cold["items"],
         cold_start_rows=cold["rows"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -133,3 +134,19 @@ def test_course_setup_on_ml_latest_small(ml_small_ratings: pa.Table) -> None:
     last = reports[-1]
     assert (last.rows_after, last.users_after, last.items_after) == (8_329, 63, 200)
     assert reports[0].rows_before == 100_836 and reports[0].items_after == 200
+
+
+def test_negative_and_huge_ids_take_the_sort_based_path() -> None:
+    # ids too sparse for a dense bincount; same answer as the dense path on the same shape
+    big = 2_000_000_000
+    # order-preserving maps: users to negative and positive ids, items up to 2e9
+    rows = [(u * 600_000_000 - 1_500_000_000, i * 50_000_000, r, t) for u, i, r, t in ROWS]
+    config = FilterConfig(top_n_items=2, min_user_ratings=2)
+    out, reports = filter_ratings(ratings_table(rows), config)
+    expected, dense_reports = filter_ratings(ratings_table(ROWS), config)
+    assert out.num_rows == expected.num_rows == 4
+    assert out[schema.ITEM_ID].to_pylist() == [
+        i * 50_000_000 for i in expected[schema.ITEM_ID].to_pylist()
+    ]
+    assert [r.rows_after for r in reports] == [r.rows_after for r in dense_reports]
+    assert top_n_item_ids(np.array([-3, big, big, -3, 5, big]), 2).tolist() == [big, -3]

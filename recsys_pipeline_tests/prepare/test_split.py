@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 
 from recsys_pipeline import schema
-from recsys_pipeline.data.split import SplitConfig, split_ratings
+from recsys_pipeline.data.split import (
+    SplitConfig,
+    chronological_order,
+    segment_codes,
+    split_ratings,
+)
 from recsys_pipeline_tests.prepare.frames import column, encoded_table
 
 
@@ -234,3 +240,19 @@ def test_tables_schema() -> None:
     splits = split_ratings(encoded_table([(0, 0, 3.0, 1), (0, 1, 3.0, 2)]), SplitConfig())
     for table in (*splits.tables().values(), splits.dropped):
         assert table.schema == schema.ENCODED_RATINGS_SCHEMA
+
+
+def test_segment_codes_labels_consecutive_parts() -> None:
+    parts = np.array([[2, 1, 0], [0, 0, 0], [1, 0, 2]])  # group 1 is empty
+    labels = segment_codes(parts, np.array([7, 8, 9], np.int8))
+    assert labels.tolist() == [7, 7, 8, 7, 9, 9]
+
+
+def test_chronological_order_is_stable_on_both_paths() -> None:
+    user = np.array([1, 0, 1, 0, 1, 0], np.int32)
+    ts = np.array([5, 9, 5, 1, 2, 9], np.int64)
+    expected = [3, 1, 5, 4, 0, 2]  # user 0: t=1, 9, 9 (rows 1 before 5); user 1: t=2, 5, 5
+    assert chronological_order(user, ts).tolist() == expected
+    # a timestamp span too wide to pack with the user index takes the np.lexsort path
+    wide = ts * 2**59
+    assert chronological_order(user, wide).tolist() == expected
