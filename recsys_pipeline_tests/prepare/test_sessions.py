@@ -133,38 +133,46 @@ def test_bad_config(kwargs: dict) -> None:
         SessionConfig(**kwargs)
 
 
+def _expected_sequences(table, max_len: int) -> dict[int, list[int]]:
+    """Each user's items by (timestamp, row position), last ``max_len``: the slow, obvious way."""
+    rows = table.to_pylist()
+    ordered = sorted(range(len(rows)), key=lambda r: (rows[r]["user_idx"], rows[r]["timestamp"], r))
+    per_user: dict[int, list[int]] = {}
+    for r in ordered:
+        per_user.setdefault(rows[r]["user_idx"], []).append(rows[r]["item_idx"])
+    return {u: items[-max_len:] for u, items in per_user.items()}
+
+
 @settings(max_examples=50, deadline=None)
 @given(rows=rating_rows_strategy(max_rows=30), max_len=st.integers(1, 6),
-       side=st.sampled_from(["left", "right"]))  # fmt: skip
-def test_round_trip_to_ratings(rows, max_len: int, side: str) -> None:
+       side=st.sampled_from(["left", "right"]),
+       method=st.sampled_from(["user_temporal", "random", "strong_generalization"]))  # fmt: skip
+def test_round_trip_to_ratings(rows, max_len: int, side: str, method: str) -> None:
     encoded = encoded_table(rows)
-    splits = split_ratings(encoded, SplitConfig("user_temporal", leave_last_k=1))
+    splits = split_ratings(encoded, SplitConfig(method, leave_last_k=1, seed=len(rows)))
     n_users = int(encoded.column("user_idx").to_numpy().max()) + 1
     n_items = int(encoded.column("item_idx").to_numpy().max()) + 1
     s = build_sessions(splits, n_users, n_items, SessionConfig(max_len=max_len, pad_side=side))
-    # expected: each user's train items by (timestamp, row position), last max_len
-    train = splits.train.to_pylist()
-    ordered = sorted(
-        range(len(train)), key=lambda r: (train[r]["user_idx"], train[r]["timestamp"], r)
-    )
-    per_user: dict[int, list[int]] = {}
-    for r in ordered:
-        per_user.setdefault(train[r]["user_idx"], []).append(train[r]["item_idx"])
-    expected = {u: items[-max_len:] for u, items in per_user.items()}
     users, items = sequences_to_pairs(s.train.table)
     got: dict[int, list[int]] = {}
     for u, i in zip(users.tolist(), items.tolist(), strict=True):
         got.setdefault(u, []).append(i)
-    assert got == expected
-    # the padded arrays hold the same sequences, as tokens
+    assert got == _expected_sequences(splits.train, max_len)
+    # the padded arrays hold the same sequences, as tokens, padded on the configured side
     for batch in (s.train, s.valid, s.test):
+        assert batch.tokens.shape == (batch.table.num_rows, max_len)
         for row, seq in enumerate(seqs(batch)):
-            tokens = batch.tokens[row]
-            real = tokens[tokens != 0]
-            assert tokens_to_items(real, s.vocab).tolist() == seq
-            assert (tokens[: len(real)] != 0).all() == (side == "right" or len(real) == max_len)
-    # valid targets: the first valid row of the user, never earlier than an input row
+            n = len(seq)
+            real = batch.tokens[row, max_len - n :] if side == "left" else batch.tokens[row, :n]
+            pad = batch.tokens[row, : max_len - n] if side == "left" else batch.tokens[row, n:]
+            assert tokens_to_items(real, s.vocab).tolist() == seq and not pad.any()
+            assert batch.lengths[row] == n
+    # targets: the user's earliest in-vocabulary row of the split; inputs never later
     ts = {(r["user_idx"], r["item_idx"]): r["timestamp"] for r in encoded.to_pylist()}
-    for rec in s.valid.table.to_pylist():
-        target_ts = ts[(rec["user_idx"], rec["target_item_idx"])]
-        assert all(ts[(rec["user_idx"], i)] <= target_ts for i in rec["item_idx_seq"])
+    vocab = set(s.vocab.tolist())
+    for batch, table in ((s.valid, splits.valid), (s.test, splits.test)):
+        for rec in batch.table.to_pylist():
+            user, target = rec["user_idx"], rec["target_item_idx"]
+            own = [r for r in table.to_pylist() if r["user_idx"] == user and r["item_idx"] in vocab]
+            assert ts[(user, target)] == min(r["timestamp"] for r in own)
+            assert all(ts[(user, i)] <= ts[(user, target)] for i in rec["item_idx_seq"])
