@@ -1,0 +1,1 @@
+"""Tests of the train and evaluate stages: core runner, MLflow tracking, assets."""
