@@ -81,8 +81,13 @@ def clean_table(name: str, table: pa.Table) -> tuple[pa.Table, CleanReport]:
         table = _dedupe_keyed(name, table, key, report)
     report.rows_out = table.num_rows
     if report.rows_out != report.rows_in:
-        log.info("cleaned %s: %d -> %d rows, dropped %s", name, report.rows_in,
-                 report.rows_out, report.dropped)
+        log.info(
+            "cleaned %s: %d -> %d rows, dropped %s",
+            name,
+            report.rows_in,
+            report.rows_out,
+            report.dropped,
+        )
     return table, report
 
 

@@ -117,7 +117,6 @@ def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-
 def files_sha256(paths: list[Path]) -> str:
     """One hex SHA-256 over several files: the hash of their names and individual hashes."""
     digest = hashlib.sha256()

@@ -57,7 +57,8 @@ def refresh_views(conn: duckdb.DuckDBPyConnection, lake_root: str | Path) -> lis
         if not any(part.startswith(".") for part in p.relative_to(root).parts)
     }
     existing = {
-        row[0] for row in conn.execute(
+        row[0]
+        for row in conn.execute(
             "SELECT view_name FROM duckdb_views() WHERE NOT internal AND schema_name = 'main'"
         ).fetchall()
     }

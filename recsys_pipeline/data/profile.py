@@ -11,13 +11,16 @@ import pyarrow.compute as pc
 from recsys_pipeline import schema as S
 
 
-def table_summary(table: pa.Table, user_col: str = S.USER_IDX,
-                  item_col: str = S.ITEM_IDX) -> dict[str, object]:
+def table_summary(
+    table: pa.Table, user_col: str = S.USER_IDX, item_col: str = S.ITEM_IDX
+) -> dict[str, object]:
     """Rows, distinct users and items, density (rows / users x items) and the date range."""
     users = pc.count_distinct(table[user_col]).as_py() if table.num_rows else 0
     items = pc.count_distinct(table[item_col]).as_py() if table.num_rows else 0
     out: dict[str, object] = {
-        "rows": table.num_rows, "users": users, "items": items,
+        "rows": table.num_rows,
+        "users": users,
+        "items": items,
         "density": round(table.num_rows / (users * items), 6) if users and items else 0.0,
     }
     if S.TIMESTAMP in table.column_names and table.num_rows:
@@ -49,8 +52,10 @@ def log_bins(counts: np.ndarray, n_bins: int = 20) -> tuple[list[str], list[int]
     return [str(e) for e in edges[:-1]], hist.tolist()
 
 
-def percentiles(values: np.ndarray, qs: tuple[int, ...] = (0, 10, 50, 90, 99, 100),
-                ) -> dict[str, float]:
+def percentiles(
+    values: np.ndarray,
+    qs: tuple[int, ...] = (0, 10, 50, 90, 99, 100),
+) -> dict[str, float]:
     """Named percentiles (``p50``...) of ``values``; empty input gives an empty mapping."""
     if values.size == 0:
         return {}

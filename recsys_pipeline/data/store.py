@@ -34,10 +34,10 @@ def save_sessions(sessions: Sessions, directory: str | Path) -> list[Path]:
             arrays[f"{name}_targets"] = batch.targets
     report = np.array(sorted(sessions.report.items()), dtype=object)
     arrays["report_keys"] = report[:, 0].astype(str) if len(report) else np.array([], str)
-    arrays["report_values"] = (report[:, 1].astype(np.int64) if len(report)
-                               else np.array([], np.int64))
-    paths.append(lake.write_atomic(directory / ARRAYS_FILE,
-                                   lambda tmp: _savez(tmp, arrays)))
+    arrays["report_values"] = (
+        report[:, 1].astype(np.int64) if len(report) else np.array([], np.int64)
+    )
+    paths.append(lake.write_atomic(directory / ARRAYS_FILE, lambda tmp: _savez(tmp, arrays)))
     return paths
 
 
@@ -63,6 +63,7 @@ def load_sessions(directory: str | Path) -> Sessions:
             lengths=arrays[f"{name}_lengths"],
             targets=arrays.get(f"{name}_targets"),
         )
-    report = dict(zip(arrays["report_keys"].tolist(),
-                      arrays["report_values"].tolist(), strict=True))
+    report = dict(
+        zip(arrays["report_keys"].tolist(), arrays["report_values"].tolist(), strict=True)
+    )
     return Sessions(vocab=arrays["vocab"], report=report, **batches)

@@ -57,24 +57,35 @@ def check_schema(table: pa.Table, expected: pa.Schema, name: str = "table") -> l
         return []
     missing = [n for n in want if n not in got]
     extra = [n for n in got if n not in want]
-    wrong = [f"{n}: {t} (expected {want[n]})" for n, t in got.items()
-             if n in want and not t.equals(want[n])]
+    wrong = [
+        f"{n}: {t} (expected {want[n]})"
+        for n, t in got.items()
+        if n in want and not t.equals(want[n])
+    ]
     order = "" if missing or extra or wrong else f" (column order {table.schema.names})"
-    msg = (f"{name} schema differs: missing {missing}, unexpected {extra}, "
-           f"wrong types {wrong}{order}")
+    msg = (
+        f"{name} schema differs: missing {missing}, unexpected {extra}, wrong types {wrong}{order}"
+    )
     return [Finding("schema", max(1, len(missing) + len(extra) + len(wrong)), msg)]
 
 
-def check_no_null_ids(table: pa.Table, columns: Sequence[str] = (S.USER_ID, S.ITEM_ID),
-                      ) -> list[Finding]:
+def check_no_null_ids(
+    table: pa.Table,
+    columns: Sequence[str] = (S.USER_ID, S.ITEM_ID),
+) -> list[Finding]:
     """No null in any id column."""
     out = []
     for col in columns:
         nulls = pc.is_null(table[col]).to_numpy(zero_copy_only=False)
         if nulls.any():
-            out.append(Finding("no_null_ids", int(nulls.sum()),
-                               f"column '{col}' has {int(nulls.sum())} null ids",
-                               _examples(table, nulls)))
+            out.append(
+                Finding(
+                    "no_null_ids",
+                    int(nulls.sum()),
+                    f"column '{col}' has {int(nulls.sum())} null ids",
+                    _examples(table, nulls),
+                )
+            )
     return out
 
 
@@ -85,13 +96,17 @@ def check_rating_values(table: pa.Table, allowed: Sequence[float]) -> list[Findi
     if not bad.any():
         return []
     values = sorted(set(np.unique(ratings[bad])[:MAX_EXAMPLES].tolist()))
-    msg = (f"column 'rating' has {int(bad.sum())} values outside the allowed "
-           f"{min(allowed)}..{max(allowed)} scale {list(allowed)}: e.g. {values}")
+    msg = (
+        f"column 'rating' has {int(bad.sum())} values outside the allowed "
+        f"{min(allowed)}..{max(allowed)} scale {list(allowed)}: e.g. {values}"
+    )
     return [Finding("ratings_on_scale", int(bad.sum()), msg, _examples(table, bad))]
 
 
-def check_unique_pairs(table: pa.Table, key: Sequence[str] = (S.USER_ID, S.ITEM_ID),
-                       ) -> list[Finding]:
+def check_unique_pairs(
+    table: pa.Table,
+    key: Sequence[str] = (S.USER_ID, S.ITEM_ID),
+) -> list[Finding]:
     """At most one row per ``key`` (by default one rating per user and item)."""
     frame = pd.DataFrame({c: table[c].to_numpy(zero_copy_only=False) for c in key})
     dup = frame.duplicated(keep=False).to_numpy()
@@ -102,8 +117,9 @@ def check_unique_pairs(table: pa.Table, key: Sequence[str] = (S.USER_ID, S.ITEM_
     return [Finding("unique_user_item", int(dup.sum()), msg, _examples(table, dup))]
 
 
-def check_timestamps(table: pa.Table, earliest: dt.datetime = EARLIEST_TIMESTAMP,
-                     latest: dt.datetime | None = None) -> list[Finding]:
+def check_timestamps(
+    table: pa.Table, earliest: dt.datetime = EARLIEST_TIMESTAMP, latest: dt.datetime | None = None
+) -> list[Finding]:
     """Every timestamp lies in [``earliest``, ``latest``] (``latest`` defaults to now)."""
     latest = latest or dt.datetime.now(dt.UTC)
     ts = table[S.TIMESTAMP]
@@ -113,8 +129,10 @@ def check_timestamps(table: pa.Table, earliest: dt.datetime = EARLIEST_TIMESTAMP
     bad = np.asarray(bad, dtype=bool)
     if not bad.any():
         return []
-    msg = (f"column 'timestamp' has {int(bad.sum())} values outside "
-           f"{earliest:%Y-%m-%d}..{latest:%Y-%m-%d}")
+    msg = (
+        f"column 'timestamp' has {int(bad.sum())} values outside "
+        f"{earliest:%Y-%m-%d}..{latest:%Y-%m-%d}"
+    )
     return [Finding("timestamps_in_range", int(bad.sum()), msg, _examples(table, bad))]
 
 
@@ -125,8 +143,10 @@ def check_items_in_movies(ratings: pa.Table, movies: pa.Table) -> list[Finding]:
     if len(missing) == 0:
         return []
     rows = pc.is_in(ratings[S.ITEM_ID], value_set=missing).to_numpy(zero_copy_only=False)
-    msg = (f"{len(missing)} rated item ids are not in movies ({int(rows.sum())} ratings): "
-           f"e.g. {missing.to_pylist()[:MAX_EXAMPLES]}")
+    msg = (
+        f"{len(missing)} rated item ids are not in movies ({int(rows.sum())} ratings): "
+        f"e.g. {missing.to_pylist()[:MAX_EXAMPLES]}"
+    )
     return [Finding("rated_items_in_movies", len(missing), msg, _examples(ratings, rows))]
 
 
@@ -135,5 +155,9 @@ def validate_ratings(table: pa.Table, allowed: Sequence[float]) -> list[Finding]
     findings = check_schema(table, S.RATINGS_SCHEMA, "ratings")
     if findings:
         return findings  # the value checks need the canonical columns
-    return (check_no_null_ids(table) + check_rating_values(table, allowed)
-            + check_unique_pairs(table) + check_timestamps(table))
+    return (
+        check_no_null_ids(table)
+        + check_rating_values(table, allowed)
+        + check_unique_pairs(table)
+        + check_timestamps(table)
+    )
