@@ -1,0 +1,85 @@
+"""Torch-side orchestration: where trained models are stored and which device trains them.
+
+``ModelIOManager`` keeps each model asset as a folder ``<lake>/<key path>/`` holding
+``config.json`` + ``state_dict.pt`` (``models.base.save_model``; read back with
+``torch.load(weights_only=True)``, nothing is pickled). ``DeviceResource`` picks the device.
+"""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import torch
+
+from recsys_pipeline.models.base import CONFIG_FILE, STATE_FILE, RatingModel, load_model
+from recsys_pipeline.resources import LakeResource
+from recsys_pipeline.training.device import pick_device
+
+
+def replace_dir(src: Path, dst: Path) -> None:
+    """Move the finished folder ``src`` onto ``dst`` (same parent), replacing any old ``dst``.
+
+    The old folder is first renamed aside, then ``src`` renamed into place (both atomic
+    renames), so a reader sees the old model or the new one, never a mix of their files; only
+    between the two renames is there briefly no folder at all.
+    """
+    old = None
+    if dst.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old.", dir=dst.parent))
+        os.replace(dst, old / dst.name)
+    os.replace(src, dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class ModelIOManager(dg.ConfigurableIOManager):
+    """Rating models as ``<lake>/<key path>/{config.json,state_dict.pt}`` (e.g.
+    ``models/mf_model/``), written into a hidden temp folder and renamed into place."""
+
+    lake: dg.ResourceDependency[LakeResource]
+
+    def _dir(self, key: dg.AssetKey) -> Path:
+        return self.lake.path(*key.path)
+
+    def handle_output(self, context: dg.OutputContext, obj: RatingModel) -> None:
+        if not isinstance(obj, RatingModel):
+            raise TypeError(f"{context.asset_key.to_user_string()}: expected a RatingModel, "
+                            f"got {type(obj).__name__}")
+        final = self._dir(context.asset_key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+        try:
+            obj.save(tmp)
+            os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide the model from other users
+            replace_dir(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        size = sum((final / f).stat().st_size for f in (CONFIG_FILE, STATE_FILE))
+        context.add_output_metadata({"path": dg.MetadataValue.path(str(final)),
+                                     "size_bytes": size, "family": obj.family})
+
+    def load_input(self, context: dg.InputContext) -> RatingModel:
+        return load_model(self._dir(context.asset_key), map_location="cpu")
+
+
+class DeviceResource(dg.ConfigurableResource):
+    """The torch device models train and evaluate on."""
+
+    device: str = "auto"  # "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N"
+
+    def torch_device(self) -> torch.device:
+        """The resolved device; ValueError when CUDA is asked for but absent."""
+        return pick_device(self.device)
+
+
+def build_train_resources(lake_root: str) -> dict[str, object]:
+    """The resources the train and evaluate assets add to ``resources.build_resources``:
+    ``mlflow`` (SQLite tracking in the lake unless configured), ``model_io_manager``, ``device``.
+    """
+    from recsys_pipeline.tracking import MlflowResource
+
+    lake = LakeResource(root=lake_root)
+    return {"mlflow": MlflowResource(lake=lake), "model_io_manager": ModelIOManager(lake=lake),
+            "device": DeviceResource()}

@@ -1,0 +1,139 @@
+"""Train and evaluate assets materialized in process on a tiny prepared lake."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import torch
+
+from recsys_pipeline.assets.evaluate import evaluate_assets, model_comparison
+from recsys_pipeline.assets.ingest import ingest_assets
+from recsys_pipeline.assets.prepare import prepare_assets
+from recsys_pipeline.assets.train import (
+    DeepFMModelConfig,
+    MLPModelConfig,
+    deepfm_model,
+    mf_model,
+    popularity_model,
+    train_assets,
+    train_checks,
+)
+from recsys_pipeline.data.lake import file_sha256, read_parquet
+from recsys_pipeline.model_io import DeviceResource, build_train_resources
+from recsys_pipeline.models.base import load_model
+from recsys_pipeline.models.deepfm import DeepFMModel
+from recsys_pipeline.models.mf import MFModel
+from recsys_pipeline.resources import build_resources
+from recsys_pipeline.tracking import TAG_DAGSTER_RUN, TAG_TRAIN_SHA
+from recsys_pipeline_tests.conftest import write_tiny_release
+
+ALL = [*ingest_assets, *prepare_assets, *train_assets, *evaluate_assets, *train_checks]
+SMALL = {"epochs": 2, "batch_size": 128}
+
+
+@pytest.fixture(scope="module")
+def prepared_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A lake with ingest + prepare materialized once from the tiny release."""
+    lake = tmp_path_factory.mktemp("prepared") / "lake"
+    release = write_tiny_release(lake / "raw" / "tiny")
+    result = dg.materialize([*ingest_assets, *prepare_assets], resources=build_resources(
+        str(lake)), run_config=dg.RunConfig(
+        {"raw__movielens_release": {"config": {"path": str(release)}}}))
+    assert result.success
+    return lake
+
+
+@pytest.fixture
+def lake(prepared_lake: Path, mlflow_lake: Path) -> Path:
+    """A private copy of the prepared lake, with a fresh MLflow store."""
+    shutil.copytree(prepared_lake, mlflow_lake, dirs_exist_ok=True)
+    return mlflow_lake
+
+
+def _materialize(lake: Path, assets: list[dg.AssetsDefinition], run_config: dict,
+                 **overrides: object) -> dg.ExecuteInProcessResult:
+    resources = {**build_resources(str(lake)), **build_train_resources(str(lake)), **overrides}
+    selection = dg.AssetSelection.assets(*assets)
+    return dg.materialize(ALL, selection=selection, resources=resources,
+                          run_config=dg.RunConfig(run_config), raise_on_error=False)
+
+
+def test_models_and_leaderboard_materialize(lake: Path) -> None:
+    result = _materialize(lake, [mf_model, popularity_model, deepfm_model, model_comparison], {
+        "models__mf_model": {"config": SMALL},
+        "models__deepfm_model": {"config": {**SMALL, "embedding_dim": 4, "hidden": [8]}},
+    })
+    assert result.success
+    checks = {(e.asset_key.path[-1], e.check_name): e.passed
+              for e in result.get_asset_check_evaluations()}
+    assert checks == {(m, "no_nan_weights"): True
+                      for m in ("mf_model", "popularity_model", "deepfm_model")}
+
+    n_users = read_parquet(lake / "prepared" / "user_map.parquet").num_rows
+    model = load_model(lake / "models" / "mf_model")
+    assert isinstance(model, MFModel) and model.n_users == n_users
+    assert not list((lake / "models").glob(".*"))  # no temp folders left behind
+    deepfm = load_model(lake / "models" / "deepfm_model")
+    assert isinstance(deepfm, DeepFMModel) and deepfm.genres is not None
+    assert deepfm.year_embedding is not None
+
+    meta = result.asset_materializations_for_node("models__mf_model")[0].metadata
+    run = build_train_resources(str(lake))["mlflow"].client().get_run(
+        meta["mlflow_run_id"].value)
+    train_sha = file_sha256(lake / "prepared" / "splits" / "train.parquet")
+    assert run.data.tags[TAG_DAGSTER_RUN] == result.run_id
+    assert run.data.tags[TAG_TRAIN_SHA] == train_sha == meta["train_sha256"].value
+    assert run.data.params["data.split.method"] == "user_temporal"
+    assert meta["epochs_run"].value == 2 and meta["champion"].value is True
+    assert "data:image/png;base64," in meta["learning_curve"].value
+    assert meta["test_rmse"].value == pytest.approx(run.data.metrics["test_rmse"], abs=1e-4)
+    # the stored weights are the ones MLflow scored
+    with torch.no_grad():
+        scores = model.score_all(torch.arange(n_users))
+    assert torch.isfinite(scores).all()
+
+    board = read_parquet(lake / "reports" / "model_comparison.parquet")
+    assert board.column("model").to_pylist()[-1] == "popularity_model"  # no RMSE: last
+    rmse = board.column("test_rmse").to_pylist()
+    assert rmse[:2] == sorted(rmse[:2]) and rmse[2] is None
+    assert meta["mlflow_run_id"].value in board.column("run_id").to_pylist()
+    board_meta = result.asset_materializations_for_node("reports__model_comparison")[0].metadata
+    assert board_meta["dagster/row_count"].value == 3
+    assert "| deepfm_model |" in board_meta["leaderboard"].value
+    assert board_meta["mlflow_ui"].value.startswith("mlflow ui --backend-store-uri sqlite:///")
+
+
+def test_failed_training_fails_the_asset_and_its_mlflow_run(lake: Path) -> None:
+    result = _materialize(lake, [mf_model], {"models__mf_model": {"config": SMALL}},
+                          device=DeviceResource(device="cuda:99"))
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "cuda:99" in str(failure.event_specific_data.error)
+    tracker = build_train_resources(str(lake))["mlflow"]
+    [run] = tracker.client().search_runs([tracker.experiment_id()])
+    assert run.info.status == "FAILED" and run.data.tags[TAG_DAGSTER_RUN] == result.run_id
+    assert not (lake / "models" / "mf_model").exists()
+
+
+def test_leaderboard_without_runs_names_the_data(lake: Path) -> None:
+    result = _materialize(lake, [model_comparison], {})
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "no FINISHED run" in str(failure.event_specific_data.error)
+
+
+def test_configs_convert_to_core_and_assets_are_grouped() -> None:
+    mlp = MLPModelConfig(hidden=[8, 4], embedding_dim=6, seed=5).to_core()
+    assert mlp.hidden == (8, 4) and mlp.user_dim == mlp.item_dim == 6 and mlp.seed == 5
+    assert DeepFMModelConfig().to_core().embedding_dim == 16
+    loop = MLPModelConfig(epochs=3, patience=None).loop("cpu")
+    assert (loop.epochs, loop.patience, loop.device) == (3, None, "cpu")
+    for asset in train_assets:
+        [key] = asset.keys
+        assert key.path[0] == "models" and asset.group_names_by_key[key] == "train"
+        assert asset.descriptions_by_key[key]
+    assert len(train_checks) == len(train_assets) == 6
+    assert model_comparison.group_names_by_key[model_comparison.key] == "evaluate"
