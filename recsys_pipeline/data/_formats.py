@@ -19,7 +19,7 @@ import pyarrow.csv as pcsv
 
 from recsys_pipeline import schema as s
 from recsys_pipeline.data import _textio as t
-from recsys_pipeline.data._textio import LineFormat, Member
+from recsys_pipeline.data._textio import UTF8_LATIN1_FALLBACK, LineFormat, Member, decode
 
 Spec = tuple[tuple[str, str | None, str], ...]  # (file column, canonical column or None, kind)
 BLOCK_BYTES = 1 << 23  # pyarrow.csv block: big enough to keep both cores busy on 25M rows
@@ -118,7 +118,7 @@ def read_layout_table(
         line_of = _line_finder(member, fmt)
     else:
         spec = _DAT[table]
-        encoding = "latin-1" if release == "ml-1m" and table == "movies" else "utf-8"
+        encoding = {"ml-1m": "latin-1", "ml-10m": UTF8_LATIN1_FALLBACK}.get(release, "utf-8")
         fmt = _headerless(spec, "::", encoding=encoding, free=_DAT_FREE.get(table))
         columns, line_of = _read_split(member, fmt)
     out = {canon: columns[col] for col, canon, _ in spec if canon is not None}
@@ -231,7 +231,7 @@ def _first_line(member: Member, encoding: str = "utf-8") -> str:
         raise ValueError(f"{member.label} is empty (0 bytes)")
     first = head.split(b"\n", 1)[0].rstrip(b"\r")
     try:
-        return first.decode(encoding).lstrip("\ufeff")
+        return decode(first, encoding).lstrip("\ufeff")
     except UnicodeDecodeError as err:
         raise ValueError(f"{member.label}, line 1: the header is not valid {encoding}") from err
 

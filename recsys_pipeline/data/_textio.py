@@ -8,6 +8,7 @@ offending line, 1-based and counting the header and blank lines, as an editor wo
 
 from __future__ import annotations
 
+import codecs
 import re
 import zipfile
 import zlib
@@ -152,11 +153,27 @@ def iter_lines(member: Member, encoding: str) -> Iterator[tuple[pa.StringArray, 
                 return
 
 
+# ml-10m is "UTF-8-ish": mostly UTF-8 with a few stray Latin-1 bytes. Its free-text files
+# are decoded as UTF-8, each invalid byte taken as the Latin-1 character it would be.
+UTF8_LATIN1_FALLBACK = "utf-8 (latin-1 fallback)"
+codecs.register_error(
+    "recsys_latin1_fallback",
+    lambda err: (err.object[err.start : err.end].decode("latin-1"), err.end),
+)
+
+
+def decode(data: bytes, encoding: str) -> str:
+    """Decode ``data``; ``UTF8_LATIN1_FALLBACK`` never fails, every other encoding is strict."""
+    if encoding == UTF8_LATIN1_FALLBACK:
+        return data.decode("utf-8", errors="recsys_latin1_fallback")
+    return data.decode(encoding)
+
+
 def _split_lines(
     data: bytes, first_line: int, encoding: str, label: str
 ) -> tuple[pa.StringArray, np.ndarray]:
     try:
-        text = data.decode(encoding)
+        text = decode(data, encoding)
     except UnicodeDecodeError as err:
         line = first_line + data.count(b"\n", 0, err.start)
         bad = data[err.start : err.end]

@@ -480,8 +480,8 @@ BAD_INPUT = [
      r"tags.csv, line 3: bytes b'\\xff' are not valid utf-8"),
     ("invalid utf-8 in a number", "csv", "ratings.csv", "ratings", H.encode() + b"1,1,4.0,\xff\n",
      r"ratings.csv, line 2: bytes b'\\xff' are not valid utf-8"),
-    ("invalid utf-8 in ml-10m tags", "ml-10m", "tags.dat", "tags",
-     b"1::2::ok::1\n\n1::2::b\xe9d::1\n", r"tags.dat, line 3: bytes b'\\xe9' are not valid utf-8"),
+    ("invalid utf-8 in ml-1m ratings", "ml-1m", "ratings.dat", "ratings",
+     b"1::1::4::978300760\n1::\xe92::4::978300760\n", r"ratings.dat, line 2"),
     ("id overflow", "csv", "links.csv", "links", "movieId,imdbId,tmdbId\n1,0114709,99999999999\n",
      r"links.csv, line 2, column 'tmdbId': cannot parse '99999999999' as an integer"),
     ("bad date-time", "csv-renamed", "rating.csv", "ratings",
@@ -574,3 +574,12 @@ def test_embedded_movies_tags_links(embedded) -> None:
     assert links.num_rows == 9_742
     assert links["tmdb_id"].null_count == 8
     assert links.slice(0, 1).to_pylist() == [{"item_id": 1, "imdb_id": "0114709", "tmdb_id": 862}]
+
+
+def test_ml10m_free_text_is_utf8_with_latin1_fallback(tmp_path: Path) -> None:
+    # ml-10m is "UTF-8-ish": a stray Latin-1 byte is read as its Latin-1 character, and
+    # real UTF-8 beside it is kept, instead of failing the whole release
+    folder = write(write_release(tmp_path, "ml-10m"),
+                   {"tags.dat": "1::2::caf\u00e9 \u2014 ok::1\n".encode() + b"1::3::b\xe9d::2\n"})
+    tags = read_table(detect_release(folder), "tags")
+    assert tags.column("tag").to_pylist() == ["caf\u00e9 \u2014 ok", "b\u00e9d"]
