@@ -222,11 +222,22 @@ def learning_curve_png(history: list[dict[str, float]], title: str, best_epoch: 
     return buf.getvalue()
 
 
+def cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo`` "model name" on Linux), else the platform's word."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def system_params(device: str) -> dict[str, Any]:
     """Torch version, device name and CPU count, as MLflow params."""
     dev = torch.device(device)
     name = (torch.cuda.get_device_name(dev) if dev.type == "cuda"
-            else platform.processor() or platform.machine())
+            else cpu_name())
     return {"system.torch_version": torch.__version__, "system.device": str(dev),
             "system.device_name": name, "system.cpu_count": os.cpu_count(),
             "system.python": platform.python_version()}
