@@ -260,6 +260,23 @@ def deepfm_model(context: dg.AssetExecutionContext, config: DeepFMModelConfig,
 
 model_assets = [bias_model, popularity_model, mf_model, mlp_model, neumf_model, deepfm_model]
 
+_LONGER = {"epochs": 50, "patience": 5, "batch_size": 512}
+# Run configs for bigger settings (``define_asset_job(..., config=TRAIN_PRESETS["full"])`` or
+# the same dict as YAML under ``ops:``); the Config defaults above are the "demo" preset.
+TRAIN_PRESETS: dict[str, dict] = {
+    "demo": {"ops": {}},
+    "full": {"ops": {
+        "models__mf_model": {"config": {**_LONGER, "n_factors": 64, "lr": 2e-3}},
+        "models__mlp_model": {"config": {**_LONGER, "embedding_dim": 64,
+                                         "hidden": [128, 64], "weight_decay": 1e-5}},
+        "models__neumf_model": {"config": {**_LONGER, "gmf_dim": 32, "mlp_dim": 64,
+                                           "hidden": [128, 64, 32], "weight_decay": 1e-5}},
+        "models__deepfm_model": {"config": {**_LONGER, "embedding_dim": 32,
+                                            "hidden": [128, 64], "max_tags": 200,
+                                            "weight_decay": 1e-5}},
+    }},
+}
+
 
 def _no_nan_weights(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
     @dg.asset_check(asset=asset, name="no_nan_weights", blocking=True,

@@ -13,6 +13,7 @@ from recsys_pipeline.assets.evaluate import evaluate_assets, model_comparison
 from recsys_pipeline.assets.ingest import ingest_assets
 from recsys_pipeline.assets.prepare import prepare_assets
 from recsys_pipeline.assets.train import (
+    TRAIN_PRESETS,
     DeepFMModelConfig,
     MLPModelConfig,
     deepfm_model,
@@ -137,3 +138,16 @@ def test_configs_convert_to_core_and_assets_are_grouped() -> None:
         assert asset.descriptions_by_key[key]
     assert len(train_checks) == len(train_assets) == 6
     assert model_comparison.group_names_by_key[model_comparison.key] == "evaluate"
+
+
+def test_train_presets_are_valid_run_configs(tmp_lake: Path) -> None:
+    job = dg.define_asset_job("train_job", selection=dg.AssetSelection.groups("train",
+                                                                             "evaluate"))
+    defs = dg.Definitions(assets=ALL[:-len(train_checks)], asset_checks=train_checks,
+                          jobs=[job], resources={**build_resources(str(tmp_lake)),
+                                                 **build_train_resources(str(tmp_lake))})
+    for preset in TRAIN_PRESETS.values():
+        dg.validate_run_config(defs.resolve_job_def("train_job"), preset)
+    with pytest.raises(dg.DagsterInvalidConfigError, match="n_factor"):
+        dg.validate_run_config(defs.resolve_job_def("train_job"),
+                               {"ops": {"models__mf_model": {"config": {"n_factor": 3}}}})
