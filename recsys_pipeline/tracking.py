@@ -38,7 +38,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from mlflow.entities import Run
-from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
@@ -181,10 +180,10 @@ class MlflowResource(dg.ConfigurableResource):
 
 def current_champion(client: MlflowClient, name: str) -> tuple[str, Contender] | None:
     """``(version, contender)`` holding the champion alias of ``name``, or None."""
-    try:
-        version = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
+    aliases = client.get_registered_model(name).aliases  # alias -> version
+    if CHAMPION not in aliases:
         return None
+    version = client.get_model_version(name, str(aliases[CHAMPION]))
     tags = version.tags
     contender = Contender(tags.get(TAG_SELECTION, ""), float(tags.get("selection_value", "nan")),
                           tags.get("selection_mode", "min"), tags.get(TAG_VALID_SHA, ""))
