@@ -1,0 +1,150 @@
+"""Epoch data for ranking models: CSR user rows and aligned tensors, kept on one device.
+
+The ranking loop (``training.ranking_loop``) shuffles ``range(len(data))`` and asks the data for
+``data.batch(index)``, a tuple of device tensors the model's ``training_loss`` consumes:
+
+* :class:`CSRTensors`: a user × item CSR matrix (indptr / indices / values tensors); a batch is
+  the dense rows ``[B, n_items]`` of the chosen users, built by one scatter (the autoencoders).
+  Models also keep their training history in this form, so scoring a known user needs no dense
+  ``[n_users, n_items]`` matrix.
+* :class:`TensorBatches`: aligned tensors sliced by the same index (token sequences, pairs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from recsys_pipeline.data.sessions import PAD, SequenceBatch
+
+
+@dataclass(frozen=True)
+class CSRTensors:
+    """A CSR matrix as three tensors: row ``r`` holds ``indices[indptr[r]:indptr[r+1]]``.
+
+    Attributes:
+        indptr: Row offsets, int64.  # [n_rows + 1]
+        indices: Column indices, int64.  # [nnz]
+        values: Entry values, float32.  # [nnz]
+        n_cols: Number of columns (items).
+    """
+
+    indptr: torch.Tensor
+    indices: torch.Tensor
+    values: torch.Tensor
+    n_cols: int
+
+    @classmethod
+    def from_scipy(cls, matrix: sp.spmatrix, device: torch.device | str = "cpu") -> CSRTensors:
+        """From any scipy sparse matrix (converted to canonical CSR, float32)."""
+        csr = sp.csr_matrix(matrix, dtype=np.float32)
+        csr.sum_duplicates()
+        if csr.nnz and not np.isfinite(csr.data).all():
+            raise ValueError("CSR matrix has non-finite values")
+        return cls(
+            torch.from_numpy(csr.indptr.astype(np.int64)).to(device),
+            torch.from_numpy(csr.indices.astype(np.int64)).to(device),
+            torch.from_numpy(csr.data.copy()).to(device),
+            int(csr.shape[1]),
+        )
+
+    @property
+    def n_rows(self) -> int:
+        """Number of rows (users)."""
+        return self.indptr.numel() - 1
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    @property
+    def device(self) -> torch.device:
+        """Where the tensors live."""
+        return self.indptr.device
+
+    def to(self, device: torch.device | str) -> CSRTensors:
+        """The same matrix on ``device``."""
+        return CSRTensors(self.indptr.to(device), self.indices.to(device),
+                          self.values.to(device), self.n_cols)
+
+    def row_nnz(self) -> torch.Tensor:
+        """Entries per row.  # [n_rows]"""
+        return self.indptr[1:] - self.indptr[:-1]
+
+    def entries(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(position in rows, column, value)`` of every entry of ``rows``.  # [m] x 3"""
+        sizes = self.row_nnz()[rows]
+        pos_row = torch.repeat_interleave(torch.arange(rows.numel(), device=rows.device), sizes)
+        first = torch.cumsum(sizes, 0) - sizes
+        offset = torch.arange(pos_row.numel(), device=rows.device) - first[pos_row]
+        flat = self.indptr[rows][pos_row] + offset
+        return pos_row, self.indices[flat], self.values[flat]
+
+    def dense_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Dense copy of ``rows`` (zeros where there is no entry).  # [B, n_cols] float32"""
+        out = torch.zeros(rows.numel(), self.n_cols, device=self.device)
+        r, c, v = self.entries(rows.to(self.device))
+        out[r, c] = v
+        return out
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor]:
+        """Epoch-data protocol: the dense rows ``index``.  # ([B, n_cols],)"""
+        return (self.dense_rows(index),)
+
+
+class TensorBatches:
+    """Aligned tensors (same first dimension) sliced together by one index."""
+
+    def __init__(self, *tensors: torch.Tensor) -> None:
+        if not tensors:
+            raise ValueError("TensorBatches needs at least one tensor")
+        n = tensors[0].shape[0]
+        for i, t in enumerate(tensors):
+            if t.shape[0] != n:
+                raise ValueError(f"tensor {i} has {t.shape[0]} rows, tensor 0 has {n}")
+        self.tensors = tuple(tensors)
+
+    def __len__(self) -> int:
+        return int(self.tensors[0].shape[0])
+
+    def to(self, device: torch.device | str) -> TensorBatches:
+        """The same tensors on ``device``."""
+        return TensorBatches(*(t.to(device) for t in self.tensors))
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Epoch-data protocol: every tensor's rows ``index``."""
+        return tuple(t[index] for t in self.tensors)
+
+
+def training_sequences(batch: SequenceBatch | np.ndarray, min_length: int = 2) -> TensorBatches:
+    """Left-padded token rows with at least ``min_length`` items, as epoch data.
+
+    Every position of a kept row is a next-item example (the model predicts ``tokens[:, t+1]``
+    from ``tokens[:, :t+1]``), so a row needs two items to hold one example.
+
+    Args:
+        batch: A :class:`SequenceBatch` (its ``tokens``) or a ``[n, L]`` int token array.
+        min_length: Fewest real tokens a row needs.
+
+    Returns:
+        ``TensorBatches`` of one int64 ``[n_kept, L]`` tensor.
+    """
+    tokens = batch.tokens if isinstance(batch, SequenceBatch) else np.asarray(batch)
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens must be [n, L], got shape {tokens.shape}")
+    lengths = (tokens != PAD).sum(1)
+    kept = torch.from_numpy(tokens[lengths >= min_length].astype(np.int64))
+    if kept.shape[0] == 0:
+        raise ValueError(f"no training sequence has >= {min_length} items")
+    return TensorBatches(kept)
+
+
+def pairs_from_csr(matrix: sp.spmatrix) -> TensorBatches:
+    """The (user, item) entries of a CSR matrix as epoch data for pairwise / in-batch training."""
+    csr = sp.csr_matrix(matrix)
+    users = np.repeat(np.arange(csr.shape[0], dtype=np.int64), np.diff(csr.indptr))
+    if users.size == 0:
+        raise ValueError("matrix has no entries to train on")
+    return TensorBatches(torch.from_numpy(users), torch.from_numpy(csr.indices.astype(np.int64)))

@@ -1,0 +1,166 @@
+"""Fold-in models (EASE, Mult-VAE, autoencoder): planted blocks, closed form, fold-in purity,
+save/load and determinism."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from recsys_pipeline.evaluation.strong import UserIndependentScorer, evaluate_fold_in
+from recsys_pipeline.evaluation.topk import ItemSets, top_k_items
+from recsys_pipeline.models.autoencoder import AutoEncoderConfig, AutoEncoderModel
+from recsys_pipeline.models.ease import EASEConfig, EASEModel, ease_weights
+from recsys_pipeline.models.multvae import MultVAEConfig, MultVAEModel
+from recsys_pipeline.models.popularity import PopularityModel
+from recsys_pipeline.models.ranking_base import FoldInModel, load_ranking_model
+from recsys_pipeline.training.data import RatingData
+from recsys_pipeline.training.ranking_data import CSRTensors
+from recsys_pipeline.training.ranking_loop import RankingTrainConfig, fit_ranking
+from recsys_pipeline_tests.ranking.planted import N_ITEMS, N_USERS, Blocks
+
+
+def train_sets(matrix: sp.csr_matrix) -> ItemSets:
+    return ItemSets(torch.from_numpy(matrix.indptr).long(), torch.from_numpy(matrix.indices).long())
+
+
+def top1_of_train_users(model: torch.nn.Module, blocks: Blocks) -> np.ndarray:
+    _, top = top_k_items(model, torch.arange(N_USERS), 1, exclude=train_sets(blocks.train))
+    return top[:, 0].cpu().numpy()
+
+
+def fit_gradient(model: FoldInModel, blocks: Blocks, epochs: int) -> FoldInModel:
+    config = RankingTrainConfig(epochs=epochs, batch_size=16, lr=1e-2, patience=None,
+                                monitor="valid_ndcg@1", device="cpu", seed=11,
+                                restore_best=False)
+    fit_ranking(model, CSRTensors.from_scipy(blocks.train),
+                lambda m: evaluate_fold_in(m, blocks.fold_in, blocks.heldout, ks=(1,)), config)
+    return model
+
+
+class FoldInContract:
+    """Every fold-in model: planted answer, fold-in purity, save→load, seed, ids."""
+
+    def fit_model(self, blocks: Blocks) -> FoldInModel:
+        raise NotImplementedError
+
+    @pytest.fixture(scope="class")
+    def fitted(self, blocks: Blocks) -> FoldInModel:
+        return self.fit_model(blocks).eval()
+
+    def test_ranks_missing_block_item_first(self, fitted: FoldInModel, blocks: Blocks) -> None:
+        assert (top1_of_train_users(fitted, blocks) == blocks.missing).all()
+
+    def test_folds_in_unseen_users(self, fitted: FoldInModel, blocks: Blocks) -> None:
+        result = evaluate_fold_in(fitted, blocks.fold_in, blocks.heldout, ks=(1, 5))
+        assert result["n_users"] == blocks.fold_in.shape[0]
+        assert result["recall@1"] == 1.0 and result["ndcg@5"] == 1.0
+
+    def test_fold_in_touches_nothing_but_its_row(self, fitted: FoldInModel,
+                                                 blocks: Blocks) -> None:
+        before = {k: v.clone() for k, v in fitted.state_dict().items()}
+        rows = torch.from_numpy(blocks.fold_in.toarray())
+        both = fitted.score_all_from(rows)  # [n_new, N_ITEMS]
+        alone = fitted.score_all_from(blocks.fold_in[:1])  # CSR input, one row
+        other = rows.clone()
+        other[1:] = 1.0 - other[1:]  # change every other row of the batch
+        torch.testing.assert_close(alone[0], both[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fitted.score_all_from(other)[0], both[0], rtol=1e-5, atol=1e-5)
+        for k, v in fitted.state_dict().items():
+            assert torch.equal(v, before[k]), k
+        assert fitted.training is False
+
+    def test_score_all_matches_score_and_history(self, fitted: FoldInModel,
+                                                 blocks: Blocks) -> None:
+        users = torch.arange(N_USERS)
+        full = fitted.score_all(users)
+        assert full.shape == (N_USERS, N_ITEMS)  # non-square: a transpose cannot match
+        uu, ii = torch.meshgrid(users, torch.arange(N_ITEMS), indexing="ij")
+        pairs = fitted.score(uu.flatten(), ii.flatten()).view(N_USERS, N_ITEMS)
+        torch.testing.assert_close(pairs, full, rtol=1e-5, atol=1e-5)
+        history = fitted.history().dense_rows(users).numpy()
+        assert np.array_equal(history != 0, blocks.train.toarray() != 0)
+
+    def test_save_load_identical(self, fitted: FoldInModel, blocks: Blocks, tmp_path) -> None:
+        fitted.save(tmp_path / "m")
+        loaded = type(fitted).load(tmp_path / "m")
+        assert type(loaded) is type(fitted) and loaded.config == fitted.config
+        users = torch.arange(N_USERS)
+        assert torch.equal(load_ranking_model(tmp_path / "m").score_all(users),
+                           fitted.score_all(users))
+        assert torch.equal(loaded.score_all_from(blocks.fold_in),
+                           fitted.score_all_from(blocks.fold_in))
+
+    def test_same_seed_same_result(self, fitted: FoldInModel, blocks: Blocks) -> None:
+        again = self.fit_model(blocks)
+        for (name, a), (_, b) in zip(fitted.state_dict().items(), again.state_dict().items(),
+                                     strict=True):
+            assert torch.equal(a, b), name
+
+    def test_unknown_ids_and_bad_inputs_raise(self, fitted: FoldInModel) -> None:
+        with pytest.raises(ValueError, match=f"unknown user_idx {N_USERS}"):
+            fitted.score_all(torch.tensor([N_USERS]))
+        with pytest.raises(ValueError, match=f"unknown item_idx {N_ITEMS}"):
+            fitted.score(torch.tensor([0]), torch.tensor([N_ITEMS]))
+        with pytest.raises(ValueError, match="n_items=27"):
+            fitted.score_all_from(torch.zeros(2, N_USERS))
+
+
+class TestEASE(FoldInContract):
+    def fit_model(self, blocks: Blocks) -> FoldInModel:
+        return EASEModel.fit(blocks.train, EASEConfig(l2=1.0), device="cpu")
+
+
+class TestMultVAE(FoldInContract):
+    def fit_model(self, blocks: Blocks) -> FoldInModel:
+        config = MultVAEConfig(hidden=(32,), latent=8, dropout=0.2, total_anneal_steps=200,
+                               seed=4)
+        return fit_gradient(MultVAEModel(N_USERS, N_ITEMS, config), blocks, epochs=60)
+
+
+class TestAutoEncoderImplicit(FoldInContract):
+    config: ClassVar = AutoEncoderConfig(hidden=(32, 16), dropout=0.2, unobserved_weight=0.2,
+                                         clamp=False, seed=4)
+
+    def fit_model(self, blocks: Blocks) -> FoldInModel:
+        return fit_gradient(AutoEncoderModel(N_USERS, N_ITEMS, self.config), blocks, epochs=60)
+
+
+class TestAutoEncoderConstrainedRefeed(TestAutoEncoderImplicit):
+    config: ClassVar = AutoEncoderConfig(hidden=(32, 16), dropout=0.2, unobserved_weight=0.2,
+                                         clamp=False, constrained=True, refeed=True, seed=4)
+
+    def test_decoder_is_tied(self, fitted: FoldInModel) -> None:
+        assert len(fitted.decoder) == 0 and len(fitted.decoder_bias) == 2
+        names = {n for n, _ in fitted.named_parameters()}
+        assert not any(n.startswith("decoder.") for n in names)
+
+
+def test_ease_matches_closed_form_on_hand_matrix() -> None:
+    x = np.array([[1, 1, 0, 0], [0, 1, 1, 0], [1, 0, 1, 1], [1, 1, 1, 0], [0, 0, 1, 1]],
+                 dtype=np.float64)  # 5 users x 4 items
+    lam = 2.0
+    p = np.linalg.inv(x.T @ x + lam * np.eye(4))
+    expected = np.eye(4) - p @ np.diag(1.0 / np.diag(p))
+    got = ease_weights(sp.csr_matrix(x), lam).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert np.all(np.diag(got) == 0.0)
+    # item 0 (users 0, 2, 3) co-occurs with item 1 twice and item 3 once: B[1,0] > B[3,0]
+    assert got[1, 0] > got[3, 0]
+    model = EASEModel.fit(sp.csr_matrix(x), EASEConfig(l2=lam), device="cpu")
+    np.testing.assert_allclose(model.score_all(torch.arange(5)).numpy(), x @ expected,
+                               atol=1e-5)
+
+
+def test_popularity_fails_the_planted_blocks(blocks: Blocks) -> None:
+    """The block test is not passable without personalisation."""
+    users, items = blocks.train.nonzero()
+    pop = PopularityModel.fit(RatingData.from_arrays(users, items, np.ones(users.size)),
+                              N_USERS, N_ITEMS)
+    assert (top1_of_train_users(pop, blocks) == blocks.missing).mean() < 0.7
+    result = evaluate_fold_in(UserIndependentScorer(pop), blocks.fold_in, blocks.heldout,
+                              ks=(1,))
+    assert result["recall@1"] < 1.0
