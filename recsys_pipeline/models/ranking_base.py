@@ -105,7 +105,7 @@ class FoldInModel(RatingModel):
     def load(cls, directory: str | os.PathLike[str],
              map_location: str | torch.device = "cpu") -> FoldInModel:
         """Load a model saved by :meth:`save`, checking it is a ``cls``."""
-        return _checked(load_ranking_model(directory, map_location), cls, directory)
+        return check_loaded(load_ranking_model(directory, map_location), cls, directory)
 
     def score_all_from(self, inputs: sp.spmatrix | np.ndarray | torch.Tensor) -> torch.Tensor:
         """Fold users in from their interaction rows; no weight or stored row is touched.
@@ -250,7 +250,7 @@ class SequenceModel(nn.Module):
     def load(cls, directory: str | os.PathLike[str],
              map_location: str | torch.device = "cpu") -> SequenceModel:
         """Load a model saved by :meth:`save`, checking it is a ``cls``."""
-        return _checked(load_ranking_model(directory, map_location), cls, directory)
+        return check_loaded(load_ranking_model(directory, map_location), cls, directory)
 
 
 def module_device(module: nn.Module) -> torch.device:
@@ -260,7 +260,7 @@ def module_device(module: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _checked(model: nn.Module, cls: type, directory: Any) -> Any:
+def check_loaded(model: nn.Module, cls: type, directory: Any) -> Any:
     if not isinstance(model, cls):
         raise ValueError(f"{directory}: holds a {type(model).__name__}, not a {cls.__name__}")
     return model
