@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
 # Runs, materializations and check results are kept here (SQLite), so `dagster dev` shows them.
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
+export MLFLOW_DISABLE_TELEMETRY := true
 
 .PHONY: help setup setup-dev demo test dev bench lint clean-lake
 help:
@@ -49,8 +50,15 @@ demo: setup
 	@echo "== a query over the lake: the 5 most-rated movies =="
 	@$(BIN)/recsys-pipeline query --saved most_rated --param limit=5
 	@echo
+	@echo "== leaderboard (data_lake/reports/model_comparison.parquet, test split) =="
+	@$(BIN)/recsys-pipeline query "SELECT rank, model, round(test_rmse, 4) AS rmse, \
+		round(test_mae, 4) AS mae, round(test_ndcg_at_10, 4) AS ndcg_at_10, \
+		round(test_hit_rate_at_10, 4) AS hr_at_10, round(test_coverage_at_10, 4) AS cov_at_10 \
+		FROM reports_model_comparison ORDER BY rank"
+	@echo
 	@echo "Done. Where to look:"
-	@echo "  lake (Parquet):  $(CURDIR)/data_lake/clean/  (reports: data_lake/reports/)"
+	@echo "  lake (Parquet):  $(CURDIR)/data_lake/  (clean/, prepared/, models/, reports/)"
+	@echo "  MLflow UI:       $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/data_lake/mlflow/mlflow.db"
 	@echo "  Dagster UI:      make dev   (or: DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/dagster dev)"
 	@echo "  SQL:             $(BIN)/recsys-pipeline query \"SELECT count(*) FROM clean_ratings\""
 	@echo "  saved queries:   $(BIN)/recsys-pipeline query --list"

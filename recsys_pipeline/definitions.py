@@ -2,22 +2,25 @@
 
 import dagster as dg
 
+from recsys_pipeline.assets.evaluate import evaluate_assets
 from recsys_pipeline.assets.ingest import ingest_assets
 from recsys_pipeline.assets.prepare import prepare_assets
+from recsys_pipeline.assets.train import train_assets, train_checks
 from recsys_pipeline.checks import ingest_checks, prepare_checks
 from recsys_pipeline.jobs import all_jobs
-from recsys_pipeline.resources import build_resources
+from recsys_pipeline.model_io import build_train_resources
+from recsys_pipeline.resources import DEFAULT_LAKE_ROOT, build_resources
 from recsys_pipeline.schedules import all_schedules
 
-all_assets = [*ingest_assets, *prepare_assets]
-all_checks = [*ingest_checks, *prepare_checks]
+all_assets = [*ingest_assets, *prepare_assets, *train_assets, *evaluate_assets]
+all_checks = [*ingest_checks, *prepare_checks, *train_checks]
 
 defs = dg.Definitions(
     assets=all_assets,
     asset_checks=all_checks,
     jobs=all_jobs,
     schedules=all_schedules,
-    resources=build_resources(),
+    resources={**build_resources(DEFAULT_LAKE_ROOT), **build_train_resources(DEFAULT_LAKE_ROOT)},
     # In-process: steps share one Python process (no per-step interpreter start-up, one
     # DuckDB writer at a time); the heavy work inside a step is multi-threaded anyway.
     executor=dg.in_process_executor,

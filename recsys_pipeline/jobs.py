@@ -2,8 +2,11 @@
 
 import dagster as dg
 
+from recsys_pipeline.assets.evaluate import GROUP as EVALUATE
 from recsys_pipeline.assets.ingest import GROUP as INGEST
 from recsys_pipeline.assets.prepare import GROUP as PREPARE
+from recsys_pipeline.assets.train import GROUP as TRAIN
+from recsys_pipeline.assets.train import TRAIN_PRESETS
 
 ingest_job = dg.define_asset_job(
     "ingest_job",
@@ -18,10 +21,23 @@ prepare_job = dg.define_asset_job(
                 "from the clean lake, with the split checks.",
 )
 
+train_job = dg.define_asset_job(
+    "train_job",
+    selection=dg.AssetSelection.groups(TRAIN, EVALUATE),
+    description="Train every model (one MLflow run each) and compare them in a leaderboard.",
+)
+
+train_full_job = dg.define_asset_job(
+    "train_full_job",
+    selection=dg.AssetSelection.groups(TRAIN, EVALUATE),
+    config=TRAIN_PRESETS["full"],
+    description="train_job with the 'full' preset: more epochs, patience 5, bigger models.",
+)
+
 full_pipeline_job = dg.define_asset_job(
     "full_pipeline_job",
     selection=dg.AssetSelection.all(),
     description="Every asset, raw files to the last stage, with every check.",
 )
 
-all_jobs = [ingest_job, prepare_job, full_pipeline_job]
+all_jobs = [ingest_job, prepare_job, train_job, train_full_job, full_pipeline_job]

@@ -10,7 +10,8 @@ from recsys_pipeline.definitions import all_assets, all_checks, defs
 
 def test_definitions_load_and_resolve():
     repo = defs.get_repository_def()
-    assert {j.name for j in repo.get_all_jobs()} >= {"ingest_job", "full_pipeline_job"}
+    assert {j.name for j in repo.get_all_jobs()} >= {
+        "ingest_job", "prepare_job", "train_job", "train_full_job", "full_pipeline_job"}
     schedule = defs.get_schedule_def("full_pipeline_job_schedule")
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     assert schedule.job_name == "full_pipeline_job"
@@ -35,3 +36,7 @@ def test_full_pipeline_job_end_to_end(tmp_lake, lake_resources, tiny_release):
     assert read_parquet(tmp_lake / "clean" / "ratings.parquet").num_rows == 30 * 25
     evaluations = result.get_asset_check_evaluations()
     assert evaluations and all(e.passed for e in evaluations)
+    leaderboard = read_parquet(tmp_lake / "reports" / "model_comparison.parquet")
+    assert sorted(leaderboard["model"].to_pylist()) == sorted(
+        [f"{m}_model" for m in ("bias", "popularity", "mf", "mlp", "neumf", "deepfm")])
+    assert (tmp_lake / "mlflow" / "mlflow.db").is_file()
