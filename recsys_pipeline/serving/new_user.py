@@ -1,0 +1,311 @@
+"""A new user's ratings: parse them (by movieId or title), and store them as a new raw file.
+
+Parsing checks every row and reports all bad rows at once, by line number: unknown ids or
+titles, ambiguous titles, duplicates, ratings off the half-star scale 0.5..5, and too few
+ratings. Storing writes ``<raw_dir>/new_users/user_<user_id>.csv`` in the ml-latest
+``ratings.csv`` format with a fresh ``userId``; it creates that one file (atomically, never
+replacing a file) and touches nothing else under ``raw_dir``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recsys_pipeline import schema as S
+from recsys_pipeline.data.movielens import detect_release, read_table
+
+LINE = "line"  # source line (CSV) or 1-based entry (mapping) of a parsed rating
+NEW_USER_SCHEMA = pa.schema(
+    [pa.field(LINE, pa.int32(), nullable=False), pa.field(S.ITEM_ID, S.ID_TYPE, nullable=False),
+     pa.field(S.TITLE, pa.string()), pa.field(S.RATING, S.RATING_TYPE, nullable=False)]
+)
+MIN_RATINGS = 20
+RATING_MIN, RATING_MAX, RATING_STEP = 0.5, 5.0, 0.5
+NEW_USERS_DIR = "new_users"
+RATINGS_HEADER = "userId,movieId,rating,timestamp"
+_YEAR = re.compile(r"\s*\(\d{4}(?:[-–]\d{4})?\)\s*$")  # a trailing "(1995)" or "(1994-1998)"
+_FILE = re.compile(r"^user_(\d+)\.csv$")
+_SHOWN = 25  # problems listed in one error message
+
+
+@dataclass(frozen=True)
+class PersistedUser:
+    """Where :func:`persist_new_user` wrote a new user.
+
+    Attributes:
+        user_id: The fresh ``userId``.
+        path: The written CSV file.
+        n_ratings: Rows written.
+    """
+
+    user_id: int
+    path: Path
+    n_ratings: int
+
+
+def _norm(title: str) -> str:
+    return " ".join(title.split()).casefold()
+
+
+class _Titles:
+    """Case-insensitive title lookup, with and without the trailing year."""
+
+    def __init__(self, movies: pa.Table) -> None:
+        self.full: dict[str, list[int]] = {}
+        self.bare: dict[str, list[int]] = {}
+        ids = movies.column(S.ITEM_ID).to_pylist()
+        for item, title in zip(ids, movies.column(S.TITLE).to_pylist(), strict=True):
+            if title:
+                self.full.setdefault(_norm(title), []).append(item)
+                self.bare.setdefault(_norm(_YEAR.sub("", title)), []).append(item)
+        self.title_of = dict(zip(ids, movies.column(S.TITLE).to_pylist(), strict=True))
+
+    def find(self, query: str) -> tuple[int | None, str | None]:
+        """``(item_id, None)`` or ``(None, problem)``."""
+        key = _norm(query)
+        hits = self.full.get(key) or ([] if _YEAR.search(query) else self.bare.get(key, []))
+        if len(hits) == 1:
+            return hits[0], None
+        if not hits:
+            return None, f"title {query!r} not found in movies"
+        shown = ", ".join(f"{self.title_of[i]!r} (movieId {i})" for i in sorted(hits)[:5])
+        return None, f"title {query!r} is ambiguous: {shown}; use movieId or add the year"
+
+
+def _parse_rating(text: str) -> tuple[float | None, str | None]:
+    try:
+        value = float(text)
+    except ValueError:
+        return None, f"rating {text!r} is not a number"
+    steps = (value - RATING_MIN) / RATING_STEP
+    if not (RATING_MIN <= value <= RATING_MAX and abs(steps - round(steps)) < 1e-9):
+        return None, (f"rating {text.strip()} is off the scale {RATING_MIN}..{RATING_MAX} "
+                      f"in steps of {RATING_STEP}")
+    return value, None
+
+
+def _csv_rows(path: Path) -> tuple[str, list[tuple[int, str, str]]]:
+    """``(key column, [(line, key, rating)])`` from a CSV with a header."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: new-user ratings file not found")
+    reader = csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig")))
+    header = [h.strip().lower() for h in next(reader, [])]
+    key = next((c for c in ("movieid", "item_id", "title") if c in header), None)
+    if key is None or "rating" not in header:
+        raise ValueError(f"{path}: line 1: header {header} needs a 'rating' column and "
+                         "'movieId' or 'title'")
+    k, r = header.index(key), header.index("rating")
+    rows, problems = [], []
+    for fields in reader:
+        if not any(f.strip() for f in fields):
+            continue
+        if len(fields) != len(header):
+            problems.append(f"line {reader.line_num}: {len(fields)} fields, header has "
+                            f"{len(header)}")
+            continue
+        rows.append((reader.line_num, fields[k].strip(), fields[r].strip()))
+    if problems:
+        _raise(str(path), problems)
+    return ("title" if key == "title" else "movieid"), rows
+
+
+def _mapping_rows(ratings: Mapping[int | str, float]) -> list[tuple[int, str | int, str]]:
+    return [(n, key, str(value)) for n, (key, value) in enumerate(ratings.items(), start=1)]
+
+
+def _raise(source: str, problems: list[str]) -> None:
+    more = f"\n  ... and {len(problems) - _SHOWN} more" if len(problems) > _SHOWN else ""
+    raise ValueError(f"{source}: {len(problems)} bad row(s):\n  "
+                     + "\n  ".join(problems[:_SHOWN]) + more)
+
+
+def _resolve(key_kind: str, key: str | int, titles: _Titles,
+             known: set[int]) -> tuple[int | None, str | None]:
+    if key_kind == "title" or (key_kind == "mapping" and isinstance(key, str)):
+        return titles.find(str(key))
+    try:
+        item = int(key)
+    except ValueError:
+        return None, f"movieId {key!r} is not an integer"
+    return (item, None) if item in known else (None, f"movieId {item} not in movies")
+
+
+def parse_new_user_ratings(
+    source: str | os.PathLike[str] | Mapping[int | str, float],
+    movies: pa.Table,
+    min_ratings: int = MIN_RATINGS,
+) -> pa.Table:
+    """Read a new user's ratings and match them to movies.
+
+    Args:
+        source: A CSV file with a header and ``movieId,rating`` or ``title,rating`` rows
+            (other columns are ignored; titles with commas must be quoted), or a mapping
+            ``{movieId (int) or title (str): rating}``. Titles match case-insensitively,
+            the trailing year optional (``"toy story"`` finds ``Toy Story (1995)`` when only
+            one movie has that name).
+        movies: ``schema.MOVIES_SCHEMA`` table.
+        min_ratings: Fewest ratings accepted.
+
+    Returns:
+        ``NEW_USER_SCHEMA`` rows: line (file line, or 1-based entry of a mapping), item_id,
+        title, rating.
+
+    Raises:
+        FileNotFoundError: The file is missing.
+        ValueError: Naming every offending line: bad header or field count, unknown or
+            ambiguous movie, rating not on the half-star scale, a movie rated twice; or
+            fewer than ``min_ratings`` ratings.
+    """
+    if isinstance(source, Mapping):
+        name, kind, rows = "new-user ratings", "mapping", _mapping_rows(source)
+        where = "entry"
+    else:
+        name = str(source)
+        kind, rows = _csv_rows(Path(source))
+        where = "line"
+    titles = _Titles(movies)
+    known = set(movies.column(S.ITEM_ID).to_pylist())
+    out: list[tuple[int, int, float]] = []
+    first_line: dict[int, int] = {}
+    problems: list[str] = []
+    for line, key, text in rows:
+        item, problem = _resolve(kind, key, titles, known)
+        value, bad_rating = _parse_rating(text)
+        problem = problem or bad_rating
+        if problem is None and item in first_line:
+            problem = f"movieId {item} rated again (first on {where} {first_line[item]})"
+        if problem is not None:
+            problems.append(f"{where} {line}: {problem}")
+            continue
+        first_line[item] = line
+        out.append((line, item, value))
+    if problems:
+        _raise(name, problems)
+    if len(out) < min_ratings:
+        raise ValueError(f"{name}: {len(out)} rating(s) ({where}s "
+                         f"{', '.join(str(r[0]) for r in out) or 'none'}); "
+                         f"at least {min_ratings} are needed")
+    lines, items, values = (list(c) for c in zip(*out, strict=True))
+    return pa.Table.from_arrays(
+        [pa.array(lines, pa.int32()), pa.array(items, S.ID_TYPE),
+         pa.array([titles.title_of[i] for i in items], pa.string()),
+         pa.array(values, S.RATING_TYPE)], schema=NEW_USER_SCHEMA)
+
+
+def max_user_id(raw_dir: str | os.PathLike[str]) -> int:
+    """The largest ``userId`` under ``raw_dir``: the release's ratings and stored new users.
+
+    Args:
+        raw_dir: The lake's raw folder holding one release folder (or a release folder).
+
+    Returns:
+        The largest id (0 when there is none).
+    """
+    raw = Path(raw_dir)
+    ratings = read_table(detect_release(raw), "ratings").column(S.USER_ID)
+    largest = int(pc.max(ratings).as_py() or 0)
+    return max(largest, _max_stored(raw))
+
+
+def _max_stored(raw: Path) -> int:
+    folder = raw / NEW_USERS_DIR
+    found = [int(m.group(1)) for p in folder.glob("user_*.csv") if (m := _FILE.match(p.name))]
+    return max(found, default=0)
+
+
+def _csv_text(user_id: int, ratings: pa.Table, timestamp: int) -> str:
+    items = ratings.column(S.ITEM_ID).to_numpy().astype(np.int64)
+    values = ratings.column(S.RATING).to_numpy().astype(np.float64)
+    if len(items) == 0 or len(np.unique(items)) != len(items):
+        raise ValueError("ratings must be non-empty with each item_id once")
+    steps = (values - RATING_MIN) / RATING_STEP
+    bad = (values < RATING_MIN) | (values > RATING_MAX) | (np.abs(steps - np.round(steps)) > 1e-9)
+    if bad.any():
+        raise ValueError(f"ratings off the half-star scale for item_id(s) {items[bad].tolist()}")
+    if S.TIMESTAMP in ratings.column_names:
+        times = ratings.column(S.TIMESTAMP).cast(pa.int64()).to_numpy()
+    else:
+        times = np.full(len(items), timestamp, dtype=np.int64)
+    rows = (f"{user_id},{i},{v:.1f},{t}" for i, v, t in zip(items, values, times, strict=True))
+    return RATINGS_HEADER + "\n" + "\n".join(rows) + "\n"
+
+
+def _create_exclusive(path: Path, text: str) -> None:
+    """Write ``text`` to a temp file beside ``path``, then hard-link it in: atomic, and
+    FileExistsError instead of replacing an existing file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.link(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def persist_new_user(
+    ratings: pa.Table,
+    raw_dir: str | os.PathLike[str],
+    user_id: int | None = None,
+    *,
+    known_max_user_id: int | None = None,
+    timestamp: int | None = None,
+) -> PersistedUser:
+    """Store a new user's ratings as ``<raw_dir>/new_users/user_<user_id>.csv``.
+
+    The file has the ml-latest ``ratings.csv`` header and formats
+    (``userId,movieId,rating,timestamp``, ratings like ``4.5``, Unix-second timestamps).
+
+    Args:
+        ratings: ``item_id`` and ``rating`` columns (optionally ``timestamp``), e.g. from
+            :func:`parse_new_user_ratings`.
+        raw_dir: The lake's raw folder (e.g. ``data_lake/raw``).
+        user_id: The id to use; None takes the next free one. Either way it must exceed
+            every existing id.
+        known_max_user_id: The release's largest ``userId`` if known; None reads the
+            release's ratings under ``raw_dir`` (seconds for the 33M-row ml-latest).
+        timestamp: Unix seconds for every row when ``ratings`` has no timestamp (default:
+            now).
+
+    Returns:
+        The :class:`PersistedUser`.
+
+    Raises:
+        ValueError: ``user_id`` is not fresh, or the ratings are empty, repeated or off the
+            half-star scale.
+    """
+    raw = Path(raw_dir)
+    if known_max_user_id is None:
+        existing = max_user_id(raw)
+    else:
+        existing = max(known_max_user_id, _max_stored(raw))
+    if user_id is not None and user_id <= existing:
+        raise ValueError(f"user_id {user_id} is not fresh: ids up to {existing} exist under {raw}")
+    folder = raw / NEW_USERS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    when = int(time.time()) if timestamp is None else int(timestamp)
+    candidate = existing + 1 if user_id is None else user_id
+    for _ in range(100):  # another writer may take an id between the scan and the link
+        path = folder / f"user_{candidate}.csv"
+        try:
+            _create_exclusive(path, _csv_text(candidate, ratings, when))
+            return PersistedUser(candidate, path, ratings.num_rows)
+        except FileExistsError:
+            if user_id is not None:
+                raise ValueError(f"{path} already exists; user_id {user_id} is taken") from None
+            candidate += 1
+    raise ValueError(f"{folder}: could not find a free user id after {existing}")

@@ -1,0 +1,147 @@
+"""New-user ratings: parsing by id or title, one error per bad file naming its lines, storing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+
+from recsys_pipeline import schema as S
+from recsys_pipeline.data.lake import file_sha256
+from recsys_pipeline.data.movielens import detect_release, read_table
+from recsys_pipeline.serving.new_user import (
+    NEW_USER_SCHEMA,
+    parse_new_user_ratings,
+    persist_new_user,
+)
+from recsys_pipeline_tests.conftest import write_tiny_release
+from recsys_pipeline_tests.serving.planted import ITEM_IDS, make_movies
+
+MOVIES = make_movies()
+GOOD_IDS = [int(i) for i in ITEM_IDS[10:30]]  # 20 movies, none of the tricky titles
+
+
+def id_csv(tmp_path: Path, rows: list[str], header: str = "movieId,rating") -> Path:
+    path = tmp_path / "mine.csv"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+def good_rows() -> list[str]:
+    return [f"{i},{1 + (n % 9) / 2}" for n, i in enumerate(GOOD_IDS)]
+
+
+def test_parse_by_movie_id(tmp_path: Path) -> None:
+    table = parse_new_user_ratings(id_csv(tmp_path, good_rows()), MOVIES)
+    assert table.schema == NEW_USER_SCHEMA
+    assert table.column(S.ITEM_ID).to_pylist() == GOOD_IDS
+    assert table.column("line").to_pylist() == list(range(2, 22))
+    assert table.column(S.RATING).to_pylist()[:3] == [1.0, 1.5, 2.0]
+    assert table.column(S.TITLE)[0].as_py() == "Film 10 (1960)"
+
+
+def test_parse_by_title_case_and_year(tmp_path: Path) -> None:
+    rows = [f"film {n},4" for n in range(10, 28)]  # no year, lower case
+    rows += ['"HEAT, THE",3.5', "Alien (1986),5"]  # quoted comma; the year picks one Alien
+    table = parse_new_user_ratings(id_csv(tmp_path, rows, "title,rating"), MOVIES)
+    ids = table.column(S.ITEM_ID).to_pylist()
+    assert ids[:18] == [int(i) for i in ITEM_IDS[10:28]]
+    assert ids[18:] == [int(ITEM_IDS[5]), int(ITEM_IDS[4])]
+
+
+def test_mapping_input_names_entries() -> None:
+    mapping = {i: 3.0 for i in GOOD_IDS}
+    assert parse_new_user_ratings(mapping, MOVIES).num_rows == 20
+    with pytest.raises(ValueError, match=r"entry 21: title 'Alien' is ambiguous"):
+        parse_new_user_ratings({**mapping, "Alien": 4.0}, MOVIES)
+
+
+BAD_FILES = [
+    # (rows replacing / added to the 20 good ones, header, expected message)
+    ({3: "999999,4"}, "movieId,rating", r"line 5: movieId 999999 not in movies"),
+    ({5: "12x,4"}, "movieId,rating", r"line 7: movieId '12x' is not an integer"),
+    ({20: f"{GOOD_IDS[0]},2"}, "movieId,rating",
+     r"line 22: movieId \d+ rated again \(first on line 2\)"),
+    ({7: f"{GOOD_IDS[7]},5.5"}, "movieId,rating", r"line 9: rating 5.5 is off the scale"),
+    ({8: f"{GOOD_IDS[8]},0.25"}, "movieId,rating", r"line 10: rating 0.25 is off the scale"),
+    ({9: f"{GOOD_IDS[9]},0"}, "movieId,rating", r"line 11: rating 0 is off the scale"),
+    ({10: f"{GOOD_IDS[10]},great"}, "movieId,rating", r"line 12: rating 'great' is not a number"),
+    ({11: f"{GOOD_IDS[11]},4,extra"}, "movieId,rating", r"line 13: 3 fields, header has 2"),
+    ({}, "movie,stars", r"line 1: header \['movie', 'stars'\]"),
+]
+
+
+@pytest.mark.parametrize(("changes", "header", "message"), BAD_FILES)
+def test_bad_file_names_its_rows(tmp_path: Path, changes: dict[int, str], header: str,
+                                 message: str) -> None:
+    rows = good_rows()
+    for index, row in changes.items():
+        rows[index:index + 1] = [row]
+    path = id_csv(tmp_path, rows, header)
+    with pytest.raises(ValueError, match=message) as err:
+        parse_new_user_ratings(path, MOVIES)
+    assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ("Film 999,4", r"line 21: title 'Film 999' not found"),
+    ("alien,4", r"line 21: title 'alien' is ambiguous: 'Alien \(1979\)' \(movieId 40\), "
+                r"'Alien \(1986\)' \(movieId 51\)"),
+])
+def test_bad_titles(tmp_path: Path, row: str, message: str) -> None:
+    rows = [f"Film {n},4" for n in range(10, 29)] + [row]
+    with pytest.raises(ValueError, match=message):
+        parse_new_user_ratings(id_csv(tmp_path, rows, "title,rating"), MOVIES)
+
+
+def test_all_bad_rows_reported_together(tmp_path: Path) -> None:
+    rows = good_rows()
+    rows[0], rows[4] = "1,4", f"{GOOD_IDS[4]},7"
+    with pytest.raises(ValueError, match=r"2 bad row\(s\):\n  line 2: .*\n  line 6: "):
+        parse_new_user_ratings(id_csv(tmp_path, rows), MOVIES)
+
+
+def test_too_few_ratings(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"19 rating\(s\) \(lines 2, 3, .*20\); at least 20"):
+        parse_new_user_ratings(id_csv(tmp_path, good_rows()[:19]), MOVIES)
+    with pytest.raises(FileNotFoundError, match="nope.csv"):
+        parse_new_user_ratings(tmp_path / "nope.csv", MOVIES)
+
+
+def test_persist_new_user_writes_a_fresh_file(tmp_lake: Path) -> None:
+    release = write_tiny_release(tmp_lake / "raw" / "tiny", n_users=30, n_items=40)
+    shipped = {p.name: file_sha256(p) for p in release.iterdir()}
+    movies = read_table(detect_release(release), "movies")
+    ratings = parse_new_user_ratings({i: 0.5 + (i % 10) / 2 for i in range(1, 21)}, movies)
+
+    first = persist_new_user(ratings, tmp_lake / "raw", timestamp=1_700_000_000)
+    assert first.user_id == 31 and first.n_ratings == 20
+    assert first.path == tmp_lake / "raw" / "new_users" / "user_31.csv"
+    lines = first.path.read_text().splitlines()
+    assert lines[0] == "userId,movieId,rating,timestamp"
+    assert lines[1] == "31,1,1.0,1700000000" and len(lines) == 21
+    read_back = pacsv.read_csv(first.path)
+    assert read_back.column("movieId").to_pylist() == list(range(1, 21))
+
+    second = persist_new_user(ratings, tmp_lake / "raw", known_max_user_id=30)
+    assert second.user_id == 32  # above the stored new user too
+    assert {p.name: file_sha256(p) for p in release.iterdir()} == shipped
+    assert sorted(p.name for p in (tmp_lake / "raw" / "new_users").iterdir()) == [
+        "user_31.csv", "user_32.csv"]  # no temp file left behind
+    assert detect_release(tmp_lake / "raw").source == release  # still one release
+
+    with pytest.raises(ValueError, match="user_id 32 is not fresh"):
+        persist_new_user(ratings, tmp_lake / "raw", 32, known_max_user_id=30)
+    assert persist_new_user(ratings, tmp_lake / "raw", 100, known_max_user_id=30).user_id == 100
+
+
+def test_persist_rejects_off_scale_ratings(tmp_lake: Path) -> None:
+    table = parse_new_user_ratings({int(i): 3.0 for i in GOOD_IDS}, MOVIES)
+    bad = table.set_column(3, S.RATING, pa.array(np.full(20, 3.3, np.float32)))
+    with pytest.raises(ValueError, match="off the half-star scale"):
+        persist_new_user(bad, tmp_lake / "raw", known_max_user_id=5)
+    assert not (tmp_lake / "raw" / "new_users").exists() or not any(
+        (tmp_lake / "raw" / "new_users").iterdir())
