@@ -1,6 +1,7 @@
-"""The ``recsys-pipeline`` command line: SQL over the lake, downloads, view refresh.
+"""The ``recsys-pipeline`` command line: SQL over the lake, downloads, view refresh, and answers
+from a trained model (recommend, check-user, similar, new-user) in original MovieLens ids.
 
-It needs neither dagster nor mlflow, so it starts fast.
+It needs no dagster; mlflow is imported only to look up the champion or an ``--run-id``.
 """
 
 from __future__ import annotations
@@ -95,6 +96,133 @@ def _cmd_views(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_table(table: object, max_rows: int | None = None) -> None:
+    print(format_table(table.column_names, [list(r.values()) for r in table.to_pylist()],
+                       max_rows))
+
+
+def _serving_model(args: argparse.Namespace) -> object:
+    from recsys_pipeline.serving.lake_models import resolve_model
+
+    served = resolve_model(args.lake, args.model, args.run_id, args.tracking_uri)
+    print(f"model: {served.name} ({served.model.family}) from {served.source}")
+    return served
+
+
+def _cmd_recommend(args: argparse.Namespace) -> int:
+    from recsys_pipeline.serving.lake_models import load_movies, load_seen
+    from recsys_pipeline.serving.recommend import recommend
+
+    served = _serving_model(args)
+    table = recommend(served.model, served.maps, load_movies(args.lake), args.user, args.k,
+                      load_seen(args.lake, served.maps))
+    print(f"top {args.k} unrated movies for user {args.user}:")
+    _print_table(table)
+    return 0
+
+
+def _cmd_check_user(args: argparse.Namespace) -> int:
+    from recsys_pipeline.serving.check_user import check_user
+    from recsys_pipeline.serving.lake_models import load_movies, load_split
+
+    served = _serving_model(args)
+    check = check_user(served.model, served.maps, load_movies(args.lake),
+                       load_split(args.lake, args.split), args.user, args.p,
+                       latest=args.latest, seed=args.seed)
+    how = "newest" if args.latest else "random"
+    print(f"user {check.user_id}: {check.table.num_rows} {how} of {check.n_user_ratings} "
+          f"{args.split} ratings")
+    _print_table(check.table)
+    print(f"user  RMSE {check.user_rmse:.4f}  MAE {check.user_mae:.4f} "
+          f"({check.n_user_ratings} ratings)")
+    print(f"model RMSE {check.model_rmse:.4f}  MAE {check.model_mae:.4f} "
+          f"({check.n_ratings} {args.split} ratings)")
+    return 0
+
+
+def _cmd_similar(args: argparse.Namespace) -> int:
+    from recsys_pipeline.serving.lake_models import load_movies
+    from recsys_pipeline.serving.similar import similar_items
+
+    served = _serving_model(args)
+    table = similar_items(served.model, served.maps, load_movies(args.lake), args.item, args.k)
+    print(f"{args.k} movies most similar to item {args.item} (cosine of item embeddings):")
+    _print_table(table)
+    return 0
+
+
+def _cmd_new_user(args: argparse.Namespace) -> int:
+    from recsys_pipeline.serving.fold_in import FoldInConfig, fold_in
+    from recsys_pipeline.serving.lake_models import load_movies
+    from recsys_pipeline.serving.new_user import parse_new_user_ratings, persist_new_user
+
+    movies = load_movies(args.lake)
+    ratings = parse_new_user_ratings(args.ratings, movies, args.min_ratings)
+    served = _serving_model(args)
+    folded = fold_in(served.model, ratings, served.maps, FoldInConfig(unknown="skip"))
+    skipped = f", {len(folded.skipped_item_ids)} movies unknown to the model skipped" \
+        if folded.skipped_item_ids else ""
+    print(f"new user: {ratings.num_rows} ratings, fit by {folded.method}, "
+          f"fit RMSE {folded.fit_rmse:.4f}{skipped}")
+    _print_table(folded.recommend(served.maps, movies, args.k))
+    if args.persist:
+        stored = persist_new_user(ratings, Path(args.lake) / "raw")
+        print(f"stored as user_id {stored.user_id}: {stored.path}")
+    return 0
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="NAME",
+                   help="a model folder of the lake, e.g. mf or mf_model (default: the MLflow "
+                        "champion with the best validation RMSE, else mf_model)")
+    p.add_argument("--run-id", metavar="ID", help="use the weights logged in this MLflow run")
+    p.add_argument("--tracking-uri", metavar="URI",
+                   help="MLflow store (default: $MLFLOW_TRACKING_URI, else "
+                        "sqlite:///<lake>/mlflow/mlflow.db)")
+
+
+def _add_serving_parsers(sub: argparse._SubParsersAction) -> None:
+    r = sub.add_parser("recommend", help="a user's top-k unrated movies",
+                       description="A user's k best-scored movies they have not rated "
+                                   "(in the training split).")
+    r.add_argument("--user", type=int, required=True, help="MovieLens userId")
+    r.add_argument("-k", type=int, default=10, help="list length (default 10)")
+    _add_model_args(r)
+    r.set_defaults(func=_cmd_recommend)
+
+    c = sub.add_parser("check-user", help="a user's held-out ratings beside the predictions",
+                       description="p held-out ratings of a user, actual vs predicted, and the "
+                                   "user's RMSE/MAE against the model's overall.")
+    c.add_argument("--user", type=int, required=True, help="MovieLens userId")
+    c.add_argument("-p", type=int, default=10, help="ratings to show (default 10)")
+    c.add_argument("--latest", action="store_true", help="the p newest instead of a sample")
+    c.add_argument("--split", default="test", choices=("test", "valid"),
+                   help="held-out split (default test)")
+    c.add_argument("--seed", type=int, default=0, help="seeds the sample (default 0)")
+    _add_model_args(c)
+    c.set_defaults(func=_cmd_check_user)
+
+    s = sub.add_parser("similar", help="movies with the most similar item embeddings",
+                       description="The k movies whose item embeddings have the largest "
+                                   "cosine with the given movie's (mf, mlp, neumf, deepfm).")
+    s.add_argument("--item", type=int, required=True, help="MovieLens movieId")
+    s.add_argument("-k", type=int, default=10, help="list length (default 10)")
+    _add_model_args(s)
+    s.set_defaults(func=_cmd_similar)
+
+    n = sub.add_parser("new-user", help="recommend for a new user from a ratings CSV",
+                       description="Fold a new user's ratings (CSV with movieId,rating or "
+                                   "title,rating) into the model, without retraining, and "
+                                   "recommend; --persist stores them under <lake>/raw/new_users.")
+    n.add_argument("--ratings", required=True, metavar="FILE", help="the ratings CSV")
+    n.add_argument("-k", type=int, default=10, help="list length (default 10)")
+    n.add_argument("--min-ratings", type=int, default=20, help="fewest ratings (default 20)")
+    n.add_argument("--persist", action="store_true",
+                   help="also store the ratings as a new user in <lake>/raw/new_users/")
+    _add_model_args(n)
+    n.set_defaults(func=_cmd_new_user)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``recsys-pipeline``."""
     parser = argparse.ArgumentParser(prog="recsys-pipeline", description=__doc__)
@@ -118,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("views", help="(re)create the DuckDB views over the lake's Parquet")
     v.set_defaults(func=_cmd_views)
+    _add_serving_parsers(sub)
     return parser
 
 

@@ -1,0 +1,210 @@
+"""Load what serving needs from the lake: a trained model, its id maps, movies, seen items.
+
+A model is picked in one of three ways (:func:`resolve_model`):
+
+* by name: a folder under ``<lake>/models/`` (``mf`` and ``mf_model`` both mean
+  ``models/mf_model/``);
+* by MLflow run id: the weights logged in that run (its ``model.pt2`` graph's state dict) are
+  loaded into a model built from the lake folder of the run's asset (same class, sizes and
+  constructor extras), so every serving function works on it unchanged;
+* by default: among the families' registered ``champion`` versions, the one with the lowest
+  ``best_valid_rmse`` (its asset's lake folder), else ``mf_model``. Popularity has no RMSE and
+  is never the default.
+
+mlflow is imported only inside the functions that need it (run ids, champion lookup).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import torch
+
+from recsys_pipeline.data.encode import IdMaps, load_id_maps
+from recsys_pipeline.data.lake import read_parquet
+from recsys_pipeline.evaluation.topk import ItemSets
+from recsys_pipeline.models.base import CONFIG_FILE, RatingModel, load_model
+from recsys_pipeline.serving.recommend import seen_items
+
+logger = logging.getLogger(__name__)
+
+MODELS_DIR = "models"
+PREPARED_DIR = "prepared"
+SPLITS_DIR = ("prepared", "splits")
+MOVIES_FILE = ("clean", "movies.parquet")
+DEFAULT_MODEL = "mf_model"
+MODEL_SUFFIX = "_model"
+CHAMPION = "champion"  # the alias tracking.promote_if_better moves
+REGISTERED_PREFIX = "recsys-"
+SELECTION_METRIC = "best_valid_rmse"
+ASSET_TAG = "dagster.asset_key"  # tracking.TAG_ASSET, e.g. "models/mf_model"
+PT2_FILE = "data/model.pt2"  # where mlflow.pytorch (pt2 format) keeps the graph
+PAIR_PREFIX = "model."  # PairScorer holds the rating model as its ``model`` submodule
+
+
+@dataclass(frozen=True)
+class ServingModel:
+    """A model ready to serve and where it came from.
+
+    Attributes:
+        name: Lake folder name, e.g. ``mf_model``.
+        model: The trained model, in eval mode on the CPU.
+        maps: The lake's id maps (checked against the model's sizes by every serving call).
+        source: A human-readable origin: the lake folder, or ``mlflow run <id>``.
+    """
+
+    name: str
+    model: RatingModel
+    maps: IdMaps
+    source: str
+
+
+def model_folder_name(name: str) -> str:
+    """``mf`` -> ``mf_model``; ``mf_model`` and ``models/mf_model`` -> ``mf_model``."""
+    name = name.strip().strip("/").split("/")[-1]
+    if not name:
+        raise ValueError("empty model name")
+    return name if name.endswith(MODEL_SUFFIX) else name + MODEL_SUFFIX
+
+
+def lake_model_names(lake: str | os.PathLike[str]) -> list[str]:
+    """Folder names of the models saved under ``<lake>/models/``, sorted."""
+    folder = Path(lake) / MODELS_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if (p / CONFIG_FILE).is_file())
+
+
+def load_lake_model(lake: str | os.PathLike[str], name: str) -> RatingModel:
+    """The model saved at ``<lake>/models/<name>_model/`` (CPU, eval mode).
+
+    Raises:
+        FileNotFoundError: No such folder; the message lists the models the lake has.
+    """
+    folder = Path(lake) / MODELS_DIR / model_folder_name(name)
+    if not (folder / CONFIG_FILE).is_file():
+        have = ", ".join(lake_model_names(lake)) or "none: materialize the models/* assets"
+        raise FileNotFoundError(f"no model at {folder} (the lake has: {have})")
+    return load_model(folder, map_location="cpu").eval()
+
+
+def load_maps(lake: str | os.PathLike[str]) -> IdMaps:
+    """The id maps ``<lake>/prepared/{user_map,item_map}.parquet``."""
+    return load_id_maps(Path(lake) / PREPARED_DIR)
+
+
+def load_movies(lake: str | os.PathLike[str]) -> pa.Table:
+    """``<lake>/clean/movies.parquet`` (``schema.MOVIES_SCHEMA``)."""
+    return read_parquet(Path(lake).joinpath(*MOVIES_FILE))
+
+
+def load_split(lake: str | os.PathLike[str], split: str) -> pa.Table:
+    """``<lake>/prepared/splits/<split>.parquet`` (train, valid or test)."""
+    return read_parquet(Path(lake).joinpath(*SPLITS_DIR, f"{split}.parquet"))
+
+
+def load_seen(lake: str | os.PathLike[str], maps: IdMaps) -> ItemSets:
+    """Each user's items in the training split: never recommended back to them."""
+    return seen_items(load_split(lake, "train"), maps.n_users)
+
+
+def default_tracking_uri(lake: str | os.PathLike[str]) -> str:
+    """``$MLFLOW_TRACKING_URI`` when set, else the lake's ``sqlite:///<lake>/mlflow/mlflow.db``
+    (the default of ``tracking.MlflowResource``)."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    return env or f"sqlite:///{(Path(lake) / 'mlflow' / 'mlflow.db').resolve()}"
+
+
+def champion_model_name(lake: str | os.PathLike[str], tracking_uri: str | None = None
+                        ) -> str | None:
+    """Lake folder name of the champion with the lowest ``best_valid_rmse`` over all families.
+
+    Returns:
+        E.g. ``mf_model``; None when there is no MLflow store in the lake (and no
+        ``$MLFLOW_TRACKING_URI``), no champion with an RMSE, or its folder is missing.
+    """
+    uri = tracking_uri or default_tracking_uri(lake)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return None
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri, uri)
+    best: tuple[float, str] | None = None
+    for registered in client.search_registered_models(
+            filter_string=f"name LIKE '{REGISTERED_PREFIX}%'"):
+        version = registered.aliases.get(CHAMPION)
+        if version is None:
+            continue
+        run = client.get_run(client.get_model_version(registered.name, str(version)).run_id)
+        rmse = run.data.metrics.get(SELECTION_METRIC, math.nan)
+        name = model_folder_name(run.data.tags.get(ASSET_TAG, run.info.run_name or ""))
+        if math.isfinite(rmse) and name in lake_model_names(lake) and (
+                best is None or rmse < best[0]):
+            best = (rmse, name)
+    return None if best is None else best[1]
+
+
+def load_run_model(lake: str | os.PathLike[str], run_id: str,
+                   tracking_uri: str | None = None) -> tuple[str, RatingModel]:
+    """``(lake folder name, model)`` with the weights logged in MLflow run ``run_id``.
+
+    The run's ``dagster.asset_key`` tag names the lake folder whose ``config.json`` gives the
+    architecture; the weights come from the run's pt2 graph (``torch.export.load``, no
+    pickle) and must match it exactly (``load_state_dict(strict=True)``).
+
+    Raises:
+        ValueError: Unknown run, a run without a logged model, or weights of another shape.
+    """
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri or default_tracking_uri(lake)
+    client = MlflowClient(uri, uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        raise ValueError(f"MLflow run {run_id!r} not found in {uri}") from exc
+    outputs = run.outputs.model_outputs if run.outputs else []
+    if not outputs or ASSET_TAG not in run.data.tags:
+        raise ValueError(f"MLflow run {run_id} has no logged model or no {ASSET_TAG} tag")
+    name = model_folder_name(run.data.tags[ASSET_TAG])
+    model = load_lake_model(lake, name)
+    location = client.get_logged_model(outputs[0].model_id).artifact_location
+    path = mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/{PT2_FILE}",
+                                               tracking_uri=uri)
+    state = torch.export.load(path).state_dict
+    weights = {k.removeprefix(PAIR_PREFIX): v for k, v in state.items()}
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"MLflow run {run_id}: its weights do not fit the architecture of "
+                         f"{Path(lake) / MODELS_DIR / name}: {exc}") from exc
+    return name, model.eval()
+
+
+def resolve_model(lake: str | os.PathLike[str], name: str | None = None,
+                  run_id: str | None = None, tracking_uri: str | None = None) -> ServingModel:
+    """The model to serve: by ``name``, by ``run_id``, or the default (see the module doc).
+
+    Raises:
+        ValueError: Both ``name`` and ``run_id`` given, or a model that does not fit the maps.
+        FileNotFoundError: A missing model folder or id map file.
+    """
+    if name and run_id:
+        raise ValueError("give a model name or an MLflow run id, not both")
+    if run_id:
+        folder, model = load_run_model(lake, run_id, tracking_uri)
+        source = f"mlflow run {run_id}"
+    else:
+        folder = model_folder_name(name) if name else (
+            champion_model_name(lake, tracking_uri) or DEFAULT_MODEL)
+        model = load_lake_model(lake, folder)
+        source = str(Path(lake) / MODELS_DIR / folder)
+    logger.info("serving %s from %s", folder, source)
+    return ServingModel(folder, model, load_maps(lake), source)

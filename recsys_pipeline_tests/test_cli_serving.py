@@ -1,0 +1,175 @@
+"""The serving CLI commands and ``serving.lake_models`` on a lake the whole pipeline built."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+import torch
+
+from recsys_pipeline import schema as S
+from recsys_pipeline.cli import build_parser, main
+from recsys_pipeline.serving import lake_models as lm
+from recsys_pipeline.serving.check_user import check_user
+from recsys_pipeline.serving.recommend import recommend
+from recsys_pipeline_tests.pipeline_lake import build_pipeline_lake
+
+COMMANDS = ("recommend", "check-user", "similar", "new-user")
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("serving") / "lake"
+    build_pipeline_lake(root)
+    return root
+
+
+def _run(lake: Path, capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    code = main(["--lake", str(lake), *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _column(out: str, position: int) -> list[int]:
+    """Integer column ``position`` of the printed table (rows between the dashes and the
+    "(n rows)" line)."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("----")) + 1
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("("))
+    return [int(line.split()[position]) for line in lines[start:end]]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--model" in out and "--run-id" in out
+
+
+def test_recommend_matches_core_and_skips_seen(lake, capsys):
+    code, out, err = _run(lake, capsys, "recommend", "--user", "3", "-k", "5", "--model", "mf")
+    assert code == 0, err
+    assert out.startswith("model: mf_model (mf)")
+    items = _column(out, 1)
+    served = lm.resolve_model(lake, "mf_model")
+    seen = lm.load_seen(lake, served.maps)
+    expected = recommend(served.model, served.maps, lm.load_movies(lake), 3, 5, seen)
+    assert items == expected.column(S.ITEM_ID).to_pylist() and len(items) == 5
+    train = lm.load_split(lake, "train")
+    rated = train.filter(pc.equal(train.column(S.USER_ID), 3)).column(S.ITEM_ID).to_pylist()
+    assert not set(items) & set(rated)
+
+
+def test_default_model_is_the_best_validated_champion(lake):
+    from mlflow.tracking import MlflowClient
+
+    uri = lm.default_tracking_uri(lake)
+    client = MlflowClient(uri, uri)
+    best = {}
+    for registered in client.search_registered_models():
+        version = client.get_model_version(registered.name, registered.aliases["champion"])
+        rmse = client.get_run(version.run_id).data.metrics.get("best_valid_rmse")
+        if rmse is not None:
+            best[registered.name.removeprefix("recsys-") + "_model"] = rmse
+    assert len(best) == 5  # every family but popularity
+    assert lm.champion_model_name(lake) == min(best, key=best.get)
+    assert lm.resolve_model(lake).name == min(best, key=best.get)
+
+
+def test_default_model_without_mlflow_is_mf(lake, tmp_path):
+    missing = f"sqlite:///{tmp_path / 'none.db'}"
+    assert lm.champion_model_name(lake, missing) is None
+    assert lm.resolve_model(lake, tracking_uri=missing).name == "mf_model"
+
+
+def test_run_id_loads_the_logged_weights(lake, capsys):
+    from mlflow.tracking import MlflowClient
+
+    uri = lm.default_tracking_uri(lake)
+    client = MlflowClient(uri, uri)
+    version = client.get_model_version("recsys-mlp",
+                                       client.get_registered_model("recsys-mlp").aliases["champion"])
+    name, model = lm.load_run_model(lake, version.run_id)
+    assert name == "mlp_model"
+    lake_state = lm.load_lake_model(lake, "mlp").state_dict()
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, lake_state[key], rtol=0, atol=0)
+    code, out, err = _run(lake, capsys, "recommend", "--user", "1", "-k", "3",
+                          "--run-id", version.run_id)
+    assert code == 0, err
+    assert f"from mlflow run {version.run_id}" in out.splitlines()[0]
+
+
+def test_check_user_latest(lake, capsys):
+    code, out, err = _run(lake, capsys, "check-user", "--user", "2", "-p", "3", "--latest",
+                          "--model", "bias_model")
+    assert code == 0, err
+    served = lm.resolve_model(lake, "bias")
+    check = check_user(served.model, served.maps, lm.load_movies(lake),
+                       lm.load_split(lake, "test"), 2, 3, latest=True)
+    assert _column(out, 0) == check.table.column(S.ITEM_ID).to_pylist()
+    assert f"user  RMSE {check.user_rmse:.4f}" in out
+    assert f"model RMSE {check.model_rmse:.4f}" in out
+
+
+def test_similar_excludes_the_item(lake, capsys):
+    code, out, err = _run(lake, capsys, "similar", "--item", "7", "-k", "4", "--model", "mf")
+    assert code == 0, err
+    items = _column(out, 1)
+    assert len(items) == 4 and 7 not in items
+    assert _column(out, 0) == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (("recommend", "--user", "999", "--model", "mf"), "999"),
+    (("recommend", "--user", "1", "--model", "nope"), "nope_model"),
+    (("recommend", "--user", "1", "--model", "mf", "--run-id", "x"), "not both"),
+    (("recommend", "--user", "1", "--run-id", "no-such-run"), "no-such-run"),
+    (("similar", "--item", "1", "--model", "bias"), "no embeddings"),
+    (("check-user", "--user", "1", "-p", "0", "--model", "mf"), "p=0"),
+])
+def test_errors_are_one_line_exit_2(lake, capsys, args, needle):
+    code, out, err = _run(lake, capsys, *args)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("recsys-pipeline")]
+    assert len(lines) == 1 and needle in lines[0]
+
+
+def test_new_user_recommends_and_persists(lake, capsys, tmp_path):
+    liked = np.arange(1, 21)
+    csv = tmp_path / "me.csv"
+    csv.write_text("movieId,rating\n" + "".join(f"{i},{5.0 if i <= 10 else 1.0}\n"
+                                                  for i in liked))
+    code, out, err = _run(lake, capsys, "new-user", "--ratings", str(csv), "-k", "5",
+                          "--model", "mf", "--persist")
+    assert code == 0, err
+    assert "new user: 20 ratings, fit by closed_form" in out
+    items = _column(out, 1)
+    assert len(items) == 5 and not set(items) & set(liked.tolist())
+    stored = lake / "raw" / "new_users" / "user_31.csv"  # the tiny release has users 1..30
+    assert f"stored as user_id 31: {stored}" in out
+    lines = stored.read_text().splitlines()
+    assert lines[0] == "userId,movieId,rating,timestamp" and len(lines) == 21
+
+
+def test_new_user_too_few_ratings(lake, capsys, tmp_path):
+    csv = tmp_path / "few.csv"
+    csv.write_text("movieId,rating\n1,4.0\n2,3.0\n")
+    code, _, err = _run(lake, capsys, "new-user", "--ratings", str(csv), "--model", "mf")
+    assert code == 2 and "new-user: error" in err
+    assert not (lake / "raw" / "new_users" / "user_32.csv").exists()
+
+
+def test_cli_and_lake_models_import_without_dagster_or_mlflow():
+    import subprocess
+    import sys
+
+    code = ("import sys, recsys_pipeline.cli, recsys_pipeline.serving.lake_models\n"
+            "print(sorted({'dagster', 'mlflow'} & {m.split('.')[0] for m in sys.modules}))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
