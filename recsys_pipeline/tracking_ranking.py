@@ -1,0 +1,172 @@
+"""MLflow tracking and storage of the ranking models (autoencoders, EASE, sequence models,
+two-tower): one MLflow run per model, the champion rule on NDCG@10 (higher is better).
+
+A run holds params (``model.*``, ``train.*``, ``data.*``, ``system.*``), per-epoch metrics
+(``step`` = epoch), final ``best_valid_*`` / ``test_*`` (and ``peruser_test_*``) metrics, and
+the model as ``model/{config.json,state_dict.pt}`` artifacts (no pickle), registered as a
+version of ``recsys-<family>``. Ranking runs carry the tag ``ranking.protocol`` and the data
+hash tags ``data.ranking_train_sha256`` / ``data.ranking_valid_sha256``; they do not carry the
+rating models' ``data.train_sha256`` tag, so the rating leaderboard never lists them.
+"""
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import mlflow
+from torch import nn
+
+from recsys_pipeline.evaluation.selection import Contender
+from recsys_pipeline.model_io import ModelIOManager, replace_dir
+from recsys_pipeline.models.base import CONFIG_FILE, STATE_FILE, config_to_dict, save_model
+from recsys_pipeline.models.ranking_base import load_ranking_model
+from recsys_pipeline.tracking import (
+    MlflowResource,
+    metric_key,
+    promote_if_better,
+    registered_name,
+    run_row,
+    system_params,
+)
+from recsys_pipeline.training.ranking_experiment import SELECTION_METRIC, RankingOutcome
+from recsys_pipeline.training.ranking_loop import RankingTrainConfig
+
+TAG_PROTOCOL = "ranking.protocol"
+TAG_RANKING_TRAIN_SHA = "data.ranking_train_sha256"
+TAG_RANKING_VALID_SHA = "data.ranking_valid_sha256"
+EPOCH_KEYS = ("train_loss", "valid_ndcg@10", "valid_recall@20", "valid_hr@10")
+
+
+class RankingModelIOManager(ModelIOManager):
+    """Ranking models (fold-in, sequence, two-tower) as ``<lake>/<key path>/{config.json,
+    state_dict.pt}``, written into a temp folder and renamed into place; loaded with
+    ``models.ranking_base.load_ranking_model`` (``torch.load(weights_only=True)``)."""
+
+    def handle_output(self, context: dg.OutputContext, obj: nn.Module) -> None:
+        if not hasattr(obj, "family") or not hasattr(obj, "config"):
+            raise TypeError(f"{context.asset_key.to_user_string()}: expected a ranking model, "
+                            f"got {type(obj).__name__}")
+        final = self._dir(context.asset_key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+        try:
+            save_model(obj, tmp)  # type: ignore[arg-type]
+            os.chmod(tmp, 0o755)
+            replace_dir(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        size = sum((final / f).stat().st_size for f in (CONFIG_FILE, STATE_FILE))
+        context.add_output_metadata({"path": dg.MetadataValue.path(str(final)),
+                                     "size_bytes": size, "family": obj.family})
+
+    def load_input(self, context: dg.InputContext) -> nn.Module:
+        return load_ranking_model(self._dir(context.asset_key), map_location="cpu")
+
+
+def ranking_epoch_logger(name: str, log: Any) -> Callable[[int, dict[str, float]], None]:
+    """``on_epoch`` for the ranking loop: MLflow metrics at ``step=epoch`` and one log line."""
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        mlflow.log_metrics({metric_key(k): float(v) for k, v in metrics.items()}, step=epoch)
+        shown = " ".join(f"{k}={metrics[k]:.4f}" for k in EPOCH_KEYS if k in metrics)
+        log.info(f"{name} epoch {epoch}: {shown} "
+                 f"{metrics.get('samples_per_s', float('nan')):,.0f} samples/s")
+
+    return on_epoch
+
+
+def ranking_final_metrics(outcome: RankingOutcome) -> dict[str, float]:
+    """``best_valid_*``, ``test_*``, extra (per-user-split) scores and run totals."""
+    out = {f"best_valid_{metric_key(k)}": v for k, v in outcome.valid.items()}
+    out.update({f"test_{metric_key(k)}": v for k, v in outcome.test.items()})
+    out.update({metric_key(k): v for k, v in outcome.extra.items()})
+    out.update({"best_epoch": float(outcome.best_epoch),
+                "train_seconds": outcome.train_seconds})
+    return out
+
+
+@dataclasses.dataclass
+class TrackedRanking:
+    """A trained ranking model and its MLflow run / registry outcome."""
+
+    outcome: RankingOutcome
+    run_id: str
+    registered_version: str | None
+    champion: bool
+    champion_reason: str
+
+
+def _register(tracker: MlflowResource, run_id: str, family: str, valid: float,
+              valid_sha: str) -> tuple[str | None, bool, str]:
+    """Register ``runs:/<run>/model`` as a version of ``recsys-<family>``; apply the
+    champion rule on the validation NDCG@10 (higher is better)."""
+    if not tracker.register_models:
+        return None, False, "not registered"
+    client, name = tracker.client(), registered_name(family)
+    if not client.search_registered_models(filter_string=f"name = '{name}'"):
+        client.create_registered_model(name)
+    version = str(client.create_model_version(
+        name, f"{mlflow.get_artifact_uri()}/model", run_id=run_id).version)
+    contender = Contender(SELECTION_METRIC, valid, "max", valid_sha)
+    won, reason = promote_if_better(client, name, version, contender)
+    return version, won, reason
+
+
+def train_and_track_ranking(
+    tracker: MlflowResource, log: Any, *, name: str, family: str,
+    fit: Callable[[Callable[[int, dict[str, float]], None]], RankingOutcome],
+    model_config: Any, train_config: RankingTrainConfig | None, tags: Mapping[str, str],
+    params: Mapping[str, Any] | None = None,
+) -> TrackedRanking:
+    """Run ``fit(on_epoch)`` inside one MLflow run; log params, metrics, model; register.
+
+    Returns:
+        The outcome, run id and registry result. An exception ends the run FAILED.
+    """
+    with tracker.start_run(run_name=name, tags=tags) as run:
+        device = train_config.device if train_config else "cpu"
+        loop = dataclasses.asdict(train_config) if train_config else {"closed_form": True}
+        mlflow.log_params({**{f"model.{k}": v for k, v in config_to_dict(model_config).items()},
+                           **{f"train.{k}": v for k, v in loop.items()},
+                           **system_params("cpu" if device == "auto" else device),
+                           **(params or {})})
+        outcome = fit(ranking_epoch_logger(name, log))
+        mlflow.log_metrics(ranking_final_metrics(outcome))
+        with tempfile.TemporaryDirectory() as tmp:
+            save_model(outcome.model, tmp)  # type: ignore[arg-type]
+            mlflow.log_artifacts(tmp, "model")
+        valid = outcome.valid.get(SELECTION_METRIC, float("nan"))
+        version, won, reason = _register(tracker, run.info.run_id, family, valid,
+                                         tags.get(TAG_RANKING_VALID_SHA, ""))
+        mlflow.set_tags({"champion": str(won).lower(), "champion_reason": reason})
+        return TrackedRanking(outcome, run.info.run_id, version, won, reason)
+
+
+def ranking_rows(tracker: MlflowResource, train_sha256: str) -> list[dict[str, Any]]:
+    """Latest FINISHED ranking run per asset on this data; raises when there is none."""
+    experiment_id = tracker.experiment_id(create=False)
+    runs = [] if experiment_id is None else tracker.client().search_runs(
+        [experiment_id], filter_string=f"tags.`{TAG_RANKING_TRAIN_SHA}` = '{train_sha256}' "
+                                       "and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=5000)
+    latest: dict[str, Any] = {}
+    for run in runs:
+        latest.setdefault(run.info.run_name, run)
+    if not latest:
+        raise ValueError(f"no FINISHED ranking run in MLflow experiment "
+                         f"{tracker.experiment_name!r} with {TAG_RANKING_TRAIN_SHA}="
+                         f"{train_sha256}; materialize the ranking models first")
+    rows = []
+    for run in latest.values():
+        row = run_row(run)
+        row["protocol"] = run.data.tags.get(TAG_PROTOCOL, "")
+        row.update({k: v for k, v in run.data.metrics.items()
+                    if k.startswith(("peruser_test_", "best_valid_ndcg_at_10"))
+                    and not k.endswith("n_users")})
+        rows.append(row)
+    return rows
+

@@ -1,0 +1,211 @@
+"""Train + evaluate the ranking models under their protocols (core: no dagster, no mlflow).
+
+Three protocols, each returning a :class:`RankingOutcome`:
+
+* **strong generalization** (fold-in models: autoencoder, Mult-VAE, EASE; Liang et al. 2018):
+  positives are ratings >= 4 of items with >= 5 users; validation and test users are held
+  out entirely (never trained on); 80 % of each held-out user's positives are folded in
+  (the model's input), the other 20 % are ranked over the full item catalogue with the
+  fold-in items excluded. ``Recall@K = hits@K / min(K, n_heldout)``, ``NDCG@K`` standard.
+  The same models are also scored on the **per-user split** (``prepared/user_item_matrix``)
+  of the held-out test users only: their train-split positives are folded in and their
+  test-split positives ranked, so no scored interaction was ever trained on.
+* **next item** (GRU4Rec, SASRec, co-occurrence): each user's chronological sequence; the
+  valid/test target is the next item after the input sequence; full-vocabulary ranking with
+  the input items excluded; HR / NDCG / MAP / Precision / MRR @ 1, 5, 10, 20.
+* **per-user full catalogue** (two-tower): train on the train split's positive pairs, rank
+  every item for each user with train items excluded; relevant = test ratings >= 4;
+  ``Recall@K = hits@K / n_relevant``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from recsys_pipeline import schema
+from recsys_pipeline.data.filter import FilterConfig, filter_ratings
+from recsys_pipeline.data.sessions import Sessions
+from recsys_pipeline.data.sparse import SparseConfig, SplitMatrices, build_matrices
+from recsys_pipeline.data.split import SplitConfig, split_ratings
+from recsys_pipeline.evaluation.nextitem import evaluate_next_item
+from recsys_pipeline.evaluation.strong import evaluate_fold_in
+from recsys_pipeline.evaluation.topk import evaluate_topk
+from recsys_pipeline.training.data import RatingData
+from recsys_pipeline.training.ranking_data import CSRTensors, pairs_from_csr, training_sequences
+from recsys_pipeline.training.ranking_loop import RankingTrainConfig, fit_ranking
+
+OnEpoch = Callable[[int, dict[str, float]], None]
+STRONG_KS = (10, 20, 50, 100)
+NEXT_KS = (1, 5, 10, 20)
+TOPK_KS = (10, 20)
+SELECTION_METRIC = "ndcg@10"  # every ranking model's champion metric, higher is better
+
+
+@dataclass(frozen=True)
+class StrongGenSpec:
+    """Strong-generalization protocol knobs (defaults: Liang et al. 2018 on ML-20M)."""
+
+    positive_threshold: float = 4.0
+    min_item_users: int = 5
+    min_user_positives: int = 5
+    n_valid_users: int = 100
+    n_test_users: int = 100
+    fold_in_fraction: float = 0.8
+    seed: int = 42
+
+
+@dataclass
+class StrongGenData:
+    """Strong-generalization matrices in a compact column space.
+
+    Attributes:
+        matrices: ``train`` / ``valid_fold_in`` / ``valid`` / ``test_fold_in`` / ``test``
+            (and ``dropped``) CSR matrices ``[n_users, n_columns]``.
+        columns: ``item_idx`` of each column.  # [n_columns]
+        report: Row, user and column counts.
+    """
+
+    matrices: SplitMatrices
+    columns: np.ndarray
+    report: dict[str, int] = field(default_factory=dict)
+
+
+def strong_generalization_data(encoded: pa.Table, n_users: int,
+                               spec: StrongGenSpec) -> StrongGenData:
+    """Filter positives, keep items with enough users, hold out users, build CSR matrices.
+
+    Columns are the kept items only (EASE's ``n_items²`` matrix stays small); rows keep the
+    id map's ``user_idx``.
+
+    Raises:
+        ValueError: The held-out user counts leave no train user (names the counts).
+    """
+    filtered, _ = filter_ratings(encoded, FilterConfig(
+        min_user_ratings=spec.min_user_positives, min_item_ratings=spec.min_item_users,
+        rating_threshold=spec.positive_threshold, k_core=True))
+    item_idx = filtered.column(schema.ITEM_IDX).to_numpy()
+    columns = np.unique(item_idx)
+    remapped = filtered.set_column(filtered.schema.get_field_index(schema.ITEM_IDX),
+                                   schema.ITEM_IDX,
+                                   pa.array(np.searchsorted(columns, item_idx).astype(np.int32)))
+    splits = split_ratings(remapped, SplitConfig(
+        method="strong_generalization", n_valid_users=spec.n_valid_users,
+        n_test_users=spec.n_test_users, fold_in_fraction=spec.fold_in_fraction,
+        fold_in_by="random", drop_cold_start=True, seed=spec.seed))
+    matrices = build_matrices(splits, n_users, columns.size, SparseConfig())
+    report = {"positives": filtered.num_rows, "columns": int(columns.size),
+              **{f"rows_{k}": v for k, v in splits.report.rows.items()},
+              **{f"users_{k}": v for k, v in splits.report.users.items()}}
+    return StrongGenData(matrices, columns, report)
+
+
+@dataclass
+class RankingOutcome:
+    """A trained ranking model and its scores (metric names without the split prefix)."""
+
+    model: nn.Module
+    valid: dict[str, float]
+    test: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    train_seconds: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)  # e.g. per-user-split scores
+
+
+def _fit(model: nn.Module, data: Any, validate: Callable[[nn.Module], dict] | None,
+         config: RankingTrainConfig | None, on_epoch: OnEpoch | None) -> tuple[list, int, float]:
+    """Fit with the ranking loop (None config: model already fitted in closed form)."""
+    if config is None:
+        return [], 0, 0.0
+    t0 = time.perf_counter()
+    result = fit_ranking(model, data, validate, config, on_epoch)
+    return result.history, result.best_epoch, time.perf_counter() - t0
+
+
+def per_user_pair(columns: np.ndarray, user_split: SplitMatrices, users: np.ndarray,
+                  threshold: float) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """(fold-in, held-out) positives of ``users`` from the per-user split, in ``columns``."""
+    keep = np.zeros(user_split.explicit["train"].shape[0], bool)
+    keep[users] = True
+
+    def positives(name: str) -> sp.csr_matrix:
+        m = user_split.explicit[name][:, columns].tocsr()
+        m = sp.diags(keep.astype(np.float32)) @ (m >= threshold).astype(np.float32)
+        return sp.csr_matrix(m)
+
+    return positives("train"), positives("test")
+
+
+def run_fold_in(model: nn.Module, mats: SplitMatrices, columns: np.ndarray,
+                config: RankingTrainConfig | None, on_epoch: OnEpoch | None = None,
+                user_split: SplitMatrices | None = None, threshold: float = 4.0,
+                ks: Sequence[int] = STRONG_KS) -> RankingOutcome:
+    """Train a fold-in model on the strong-generalization train rows (EASE: ``config`` None,
+    already fitted) with early stopping on the validation users; score test users.
+
+    ``columns`` holds the ``item_idx`` of each matrix column (for the per-user split)."""
+    ks = tuple(k for k in ks if k <= columns.size)
+    vf, vh = mats.fold_in_pair("valid")
+    tf, th = mats.fold_in_pair("test")
+    history, best, secs = _fit(model, CSRTensors.from_scipy(mats.binary["train"]),
+                               lambda m: evaluate_fold_in(m, vf, vh, ks), config, on_epoch)
+    outcome = RankingOutcome(model, evaluate_fold_in(model, vf, vh, ks),
+                             evaluate_fold_in(model, tf, th, ks), history, best, secs)
+    if user_split is not None:
+        users = np.flatnonzero(np.diff(th.indptr) > 0)
+        pf, ph = per_user_pair(columns, user_split, users, threshold)
+        scores = evaluate_fold_in(model, pf, ph, ks)
+        outcome.extra = {f"peruser_test_{k}": v for k, v in scores.items()}
+    return outcome
+
+
+def run_next_item(model: nn.Module, sessions: Sessions, config: RankingTrainConfig | None,
+                  on_epoch: OnEpoch | None = None, ks: Sequence[int] = NEXT_KS
+                  ) -> RankingOutcome:
+    """Train a next-item model on the train sequences, early-stopped on the valid targets."""
+    ks = tuple(k for k in ks if k <= sessions.vocab.size)
+
+    def score(m: nn.Module, batch: Any) -> dict[str, float]:
+        return evaluate_next_item(m, batch.tokens, batch.targets, ks)
+
+    history, best, secs = _fit(model, training_sequences(sessions.train),
+                               lambda m: score(m, sessions.valid), config, on_epoch)
+    return RankingOutcome(model, score(model, sessions.valid), score(model, sessions.test),
+                          history, best, secs)
+
+
+def _rating_data(matrix: sp.csr_matrix) -> RatingData:
+    coo = sp.coo_matrix(matrix)
+    return RatingData.from_arrays(coo.row.astype(np.int64), coo.col.astype(np.int64),
+                                  coo.data.astype(np.float32))
+
+
+def run_topk(model: nn.Module, user_split: SplitMatrices, config: RankingTrainConfig,
+             on_epoch: OnEpoch | None = None, threshold: float = 4.0,
+             ks: Sequence[int] = TOPK_KS) -> RankingOutcome:
+    """Train a pair model (two-tower) on the train positives; full-catalogue top-K with the
+    train items excluded, relevant = valid/test ratings >= ``threshold``."""
+    train = user_split.explicit["train"]
+    exclude = _rating_data(train)
+    ks = tuple(k for k in ks if k <= train.shape[1])
+    valid, test = _rating_data(user_split.explicit["valid"]), _rating_data(
+        user_split.explicit["test"])
+
+    def score(m: nn.Module, data: RatingData) -> dict[str, float]:
+        return evaluate_topk(m, data, exclude, ks, relevance_threshold=threshold)
+
+    positives = sp.csr_matrix((train >= threshold).astype(np.float32))
+    history, best, secs = _fit(model, pairs_from_csr(positives), lambda m: score(m, valid),
+                               config, on_epoch)
+    with torch.no_grad():
+        return RankingOutcome(model, score(model, valid), score(model, test), history, best,
+                              secs)

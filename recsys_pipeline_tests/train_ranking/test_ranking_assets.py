@@ -1,0 +1,140 @@
+"""Ranking assets materialized in process on the tiny release: strong-generalization matrix,
+the seven ranking models (one MLflow run each) and the ranking leaderboard."""
+
+from __future__ import annotations
+
+import dagster as dg
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from recsys_pipeline.assets.ingest import ingest_assets
+from recsys_pipeline.assets.prepare import prepare_assets
+from recsys_pipeline.assets.ranking import ranking_assets, ranking_checks, ranking_resources
+from recsys_pipeline.data.lake import read_parquet
+from recsys_pipeline.data.sparse import load_matrices
+from recsys_pipeline.models.ranking_base import load_ranking_model
+from recsys_pipeline.tracking import TAG_DAGSTER_RUN, TAG_FAMILY, TAG_TRAIN_SHA
+from recsys_pipeline.tracking_ranking import TAG_PROTOCOL, TAG_RANKING_TRAIN_SHA
+
+MODELS = ("autoencoder", "multvae", "ease", "gru4rec", "sasrec", "cooccurrence", "two_tower")
+PROTOCOL = {"autoencoder": "strong_generalization", "multvae": "strong_generalization",
+            "ease": "strong_generalization", "gru4rec": "next_item", "sasrec": "next_item",
+            "cooccurrence": "next_item", "two_tower": "per_user_topk"}
+SMALL = {"epochs": 2, "batch_size": 16}
+RUN_CONFIG = {
+    "strong_generalization_matrix": {"config": {"n_valid_users": 3,
+                                                          "n_test_users": 3}},
+    **{f"models__{m}_model": {"config": SMALL}
+       for m in ("autoencoder", "multvae", "gru4rec", "sasrec", "two_tower")},
+}
+
+
+@pytest.fixture(scope="module")
+def materialized(tmp_path_factory: pytest.TempPathFactory):
+    """Ingest + prepare + every ranking asset, once, on the tiny release."""
+    from recsys_pipeline.model_io import build_train_resources
+    from recsys_pipeline.resources import build_resources
+    from recsys_pipeline_tests.conftest import write_tiny_release
+
+    mp = pytest.MonkeyPatch()
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    lake = tmp_path_factory.mktemp("ranking") / "lake"
+    release = write_tiny_release(lake / "raw" / "tiny")
+    root = str(lake)
+    resources = {**build_resources(root), **build_train_resources(root),
+                 **ranking_resources(root)}
+    result = dg.materialize(
+        [*ingest_assets, *prepare_assets, *ranking_assets, *ranking_checks],
+        resources=resources, run_config=dg.RunConfig(
+            {"raw__movielens_release": {"config": {"path": str(release)}}, **RUN_CONFIG}))
+    yield lake, result, resources["mlflow"]
+    mp.undo()
+
+
+def _runs(mlflow_resource) -> dict:
+    client = MlflowClient(mlflow_resource.resolved_tracking_uri())
+    exp = client.get_experiment_by_name(mlflow_resource.experiment_name)
+    return {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}, client
+
+
+def test_strong_generalization_matrix_holds_users_out(materialized) -> None:
+    lake, result, _ = materialized
+    mats = load_matrices(lake / "prepared" / "strong_generalization_matrix")
+    items = read_parquet(lake / "prepared" / "strong_generalization_items.parquet")
+    train = mats.binary["train"]
+    assert train.shape[1] == items.num_rows
+    for split in ("valid", "test"):
+        fold, held = mats.fold_in_pair(split)
+        users = np.flatnonzero(held.getnnz(1) > 0)
+        assert users.size == 3  # the configured held-out count
+        assert train[users].nnz == 0  # held-out users are never trained on
+        assert fold[users].multiply(held[users]).nnz == 0  # fold-in and ranked rows disjoint
+    explicit = mats.explicit["train"]
+    assert explicit.data.min() >= 4.0  # positives only
+    assert (np.asarray(train.sum(0)).ravel() > 0).sum() <= items.num_rows
+
+
+def test_every_ranking_model_logs_one_run(materialized) -> None:
+    lake, result, mlflow_resource = materialized
+    assert result.success
+    runs, client = _runs(mlflow_resource)
+    assert set(runs) == {f"{m}_model" for m in MODELS}
+    for family in MODELS:
+        run = runs[f"{family}_model"]
+        tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
+        assert run.info.status == "FINISHED"
+        assert tags[TAG_DAGSTER_RUN] == result.run_id
+        assert tags[TAG_FAMILY] == family and tags[TAG_PROTOCOL] == PROTOCOL[family]
+        assert len(tags[TAG_RANKING_TRAIN_SHA]) == 64
+        assert TAG_TRAIN_SHA not in tags  # stays out of the rating leaderboard
+        assert any(k.startswith("model.") for k in params)
+        assert 0.0 <= metrics["test_ndcg_at_10"] <= 1.0
+        assert 0.0 <= metrics["best_valid_ndcg_at_10"] <= 1.0
+        if family in ("autoencoder", "multvae", "gru4rec", "sasrec", "two_tower"):
+            assert params["train.epochs"] == "2"
+            curve = client.get_metric_history(run.info.run_id, "valid_ndcg_at_10")
+            assert [m.step for m in curve] == [1, 2]  # one point per epoch
+            assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 2
+        if PROTOCOL[family] == "strong_generalization":
+            assert 0.0 <= metrics["peruser_test_ndcg_at_10"] <= 1.0
+            assert metrics["test_recall_at_20"] <= 1.0
+        if PROTOCOL[family] == "next_item":
+            assert {"test_hr_at_1", "test_mrr_at_20", "test_map_at_5",
+                    "test_precision_at_10"} <= set(metrics)
+        version = client.get_model_version(f"recsys-{family}", "1")
+        assert version.run_id == run.info.run_id
+        assert str(client.get_registered_model(f"recsys-{family}").aliases["champion"]) == "1"
+
+
+def test_stored_models_reload_and_score_like_trained(materialized) -> None:
+    lake, result, _ = materialized
+    for family in MODELS:
+        folder = lake / "models" / f"{family}_model"
+        model = load_ranking_model(folder)
+        assert model.family == family
+        trained = result.output_for_node(f"models__{family}_model")
+        for (name, a), b in zip(trained.state_dict().items(), model.state_dict().values(),
+                                strict=True):
+            assert torch.equal(a.cpu(), b), f"{family}: {name} differs after reload"
+
+
+def test_ranking_leaderboard_rows_and_checks(materialized) -> None:
+    lake, result, _ = materialized
+    table = read_parquet(lake / "reports" / "ranking_comparison.parquet")
+    rows = table.to_pylist()
+    assert sorted(r["model"] for r in rows) == sorted(f"{m}_model" for m in MODELS)
+    assert {r["model"]: r["protocol"] for r in rows} == {f"{m}_model": p
+                                                        for m, p in PROTOCOL.items()}
+    for protocol in set(PROTOCOL.values()):
+        block = [r for r in rows if r["protocol"] == protocol]
+        assert [r["rank"] for r in block] == list(range(1, len(block) + 1))
+        ndcg = [r["test_ndcg_at_10"] for r in block]
+        assert ndcg == sorted(ndcg, reverse=True)
+    meta = result.asset_materializations_for_node("reports__ranking_comparison")[0].metadata
+    assert "min(K, n_heldout)" in meta["protocols"].value
+    assert meta["dagster/row_count"].value == len(MODELS)
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) == len(MODELS) and all(e.passed for e in evaluations)
