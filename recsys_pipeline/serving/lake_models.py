@@ -29,7 +29,7 @@ from recsys_pipeline.data.encode import IdMaps, load_id_maps
 from recsys_pipeline.data.lake import read_parquet
 from recsys_pipeline.evaluation.topk import ItemSets
 from recsys_pipeline.models.base import CONFIG_FILE, RatingModel, load_model
-from recsys_pipeline.serving.recommend import seen_items
+from recsys_pipeline.serving.recommend import batch_top_k, seen_items, top_k_table
 
 logger = logging.getLogger(__name__)
 
@@ -208,3 +208,22 @@ def resolve_model(lake: str | os.PathLike[str], name: str | None = None,
         source = str(Path(lake) / MODELS_DIR / folder)
     logger.info("serving %s from %s", folder, source)
     return ServingModel(folder, model, load_maps(lake), source)
+
+
+def lake_top_k(lake: str | os.PathLike[str], name: str, k: int,
+               device: torch.device | str | None = None) -> tuple[ServingModel, pa.Table]:
+    """Every user's top-``k`` unrated items from the lake model ``name``.
+
+    Args:
+        lake: The lake folder.
+        name: Model folder name (``mf`` or ``mf_model``).
+        k: List length, ``1 <= k <= n_items``.
+        device: Where to score (None: the CPU the model is loaded on).
+
+    Returns:
+        The model and its ``USER_TOP_K_SCHEMA`` table (user_id, rank, item_id, score), never
+        an item of the user's training ratings.
+    """
+    served = resolve_model(lake, name)
+    top = batch_top_k(served.model, load_seen(lake, served.maps), k, device=device)
+    return served, top_k_table(top, served.maps)

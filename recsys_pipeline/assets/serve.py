@@ -1,0 +1,44 @@
+"""Serve stage: answers precomputed for every user from a trained model in the lake.
+
+``serve/user_recommendations`` holds each user's top-K unrated movies (original ids) from the
+model folder named in its config (core: ``serving.lake_models.lake_top_k``), as Parquet with a
+DuckDB view ``serve_user_recommendations``.
+"""
+
+import dagster as dg
+import pyarrow as pa
+
+from recsys_pipeline.assets.prepare import PREFIX as PREPARED
+from recsys_pipeline.assets.prepare import split_key
+from recsys_pipeline.assets.train import model_assets
+from recsys_pipeline.metadata import table_metadata
+from recsys_pipeline.model_io import DeviceResource
+from recsys_pipeline.resources import LakeResource
+from recsys_pipeline.serving.lake_models import DEFAULT_MODEL, lake_top_k
+
+GROUP = "serve"
+
+
+class UserRecommendationsConfig(dg.Config):
+    """Which model ranks, and how long each list is."""
+
+    # a model folder under <lake>/models: mf_model, bias_model, neumf_model, ... (or mf, ...)
+    model: str = DEFAULT_MODEL
+    # items per user (fewer for a user with fewer unrated items)
+    k: int = 10
+
+
+@dg.asset(key_prefix=GROUP, group_name=GROUP, kinds={"pytorch", "parquet"},
+          deps=[*model_assets, split_key("train"), dg.AssetKey([PREPARED, "user_map"]),
+                dg.AssetKey([PREPARED, "item_map"])])
+def user_recommendations(context: dg.AssetExecutionContext, config: UserRecommendationsConfig,
+                         lake: LakeResource, device: DeviceResource) -> pa.Table:
+    """Every user's top-K unrated movies (user_id, rank, item_id, score) from a trained model."""
+    served, table = lake_top_k(lake.path(), config.model, config.k, device.torch_device())
+    context.add_output_metadata({**table_metadata(table), "model": served.name,
+                                 "family": served.model.family, "k": config.k,
+                                 "model_path": dg.MetadataValue.path(served.source)})
+    return table
+
+
+serve_assets = [user_recommendations]
