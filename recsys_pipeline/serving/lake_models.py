@@ -127,14 +127,31 @@ def champion_model_name(lake: str | os.PathLike[str], tracking_uri: str | None =
     Returns:
         E.g. ``mf_model``; None when there is no MLflow store in the lake (and no
         ``$MLFLOW_TRACKING_URI``), no champion with an RMSE, or its folder is missing.
+
+    Raises:
+        ValueError: The store exists but cannot be read.
     """
     uri = tracking_uri or default_tracking_uri(lake)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         return None
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = _champions(uri)
+    except MlflowException as exc:
+        raise ValueError(f"cannot read the champions from MLflow at {uri} ({exc}); "
+                         "name a model instead") from exc
+    on_lake = set(lake_model_names(lake))
+    best = min(((rmse, name) for rmse, name in found if name in on_lake), default=None)
+    return None if best is None else best[1]
+
+
+def _champions(uri: str) -> list[tuple[float, str]]:
+    """``(best_valid_rmse, lake folder name)`` of each family's champion that has an RMSE."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri, uri)
-    best: tuple[float, str] | None = None
+    out = []
     for registered in client.search_registered_models(
             filter_string=f"name LIKE '{REGISTERED_PREFIX}%'"):
         version = registered.aliases.get(CHAMPION)
@@ -142,11 +159,10 @@ def champion_model_name(lake: str | os.PathLike[str], tracking_uri: str | None =
             continue
         run = client.get_run(client.get_model_version(registered.name, str(version)).run_id)
         rmse = run.data.metrics.get(SELECTION_METRIC, math.nan)
-        name = model_folder_name(run.data.tags.get(ASSET_TAG, run.info.run_name or ""))
-        if math.isfinite(rmse) and name in lake_model_names(lake) and (
-                best is None or rmse < best[0]):
-            best = (rmse, name)
-    return None if best is None else best[1]
+        if math.isfinite(rmse):
+            out.append((rmse, model_folder_name(run.data.tags.get(ASSET_TAG,
+                                                                  run.info.run_name or ""))))
+    return out
 
 
 def load_run_model(lake: str | os.PathLike[str], run_id: str,
