@@ -1,18 +1,20 @@
-"""The code location: every asset, check, job, schedule and resource of the project."""
+"""The code location: every asset, check, job, schedule, sensor and resource of the project."""
 
 import dagster as dg
 
 from recsys_pipeline.assets.evaluate import evaluate_assets
 from recsys_pipeline.assets.ingest import ingest_assets
 from recsys_pipeline.assets.prepare import prepare_assets
+from recsys_pipeline.assets.serve import serve_assets
 from recsys_pipeline.assets.train import train_assets, train_checks
 from recsys_pipeline.checks import ingest_checks, prepare_checks
 from recsys_pipeline.jobs import all_jobs
 from recsys_pipeline.model_io import build_train_resources
 from recsys_pipeline.resources import DEFAULT_LAKE_ROOT, build_resources
 from recsys_pipeline.schedules import all_schedules
+from recsys_pipeline.sensors import all_sensors
 
-all_assets = [*ingest_assets, *prepare_assets, *train_assets, *evaluate_assets]
+all_assets = [*ingest_assets, *prepare_assets, *train_assets, *evaluate_assets, *serve_assets]
 all_checks = [*ingest_checks, *prepare_checks, *train_checks]
 
 defs = dg.Definitions(
@@ -20,6 +22,7 @@ defs = dg.Definitions(
     asset_checks=all_checks,
     jobs=all_jobs,
     schedules=all_schedules,
+    sensors=all_sensors,
     resources={**build_resources(DEFAULT_LAKE_ROOT), **build_train_resources(DEFAULT_LAKE_ROOT)},
     # In-process: steps share one Python process (no per-step interpreter start-up, one
     # DuckDB writer at a time); the heavy work inside a step is multi-threaded anyway.

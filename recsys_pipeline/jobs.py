@@ -34,10 +34,16 @@ train_full_job = dg.define_asset_job(
     description="train_job with the 'full' preset: more epochs, patience 5, bigger models.",
 )
 
+serve_job = dg.define_asset_job(
+    "serve_job",
+    selection=dg.AssetSelection.groups("serve"),
+    description="Precompute every user's top-K recommendations from a trained model.",
+)
+
 full_pipeline_job = dg.define_asset_job(
     "full_pipeline_job",
     selection=dg.AssetSelection.all(),
     description="Every asset, raw files to the last stage, with every check.",
 )
 
-all_jobs = [ingest_job, prepare_job, train_job, train_full_job, full_pipeline_job]
+all_jobs = [ingest_job, prepare_job, train_job, train_full_job, serve_job, full_pipeline_job]

@@ -11,10 +11,14 @@ from recsys_pipeline.definitions import all_assets, all_checks, defs
 def test_definitions_load_and_resolve():
     repo = defs.get_repository_def()
     assert {j.name for j in repo.get_all_jobs()} >= {
-        "ingest_job", "prepare_job", "train_job", "train_full_job", "full_pipeline_job"}
+        "ingest_job", "prepare_job", "train_job", "train_full_job", "serve_job",
+        "full_pipeline_job"}
     schedule = defs.get_schedule_def("full_pipeline_job_schedule")
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     assert schedule.job_name == "full_pipeline_job"
+    sensor = defs.get_sensor_def("new_ratings_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
+    assert sensor.job_name == "full_pipeline_job"
     check_keys = {k.name for c in all_checks for k in c.check_keys}
     assert {"ratings_schema", "no_null_ids", "ratings_on_scale", "unique_user_item",
             "timestamps_in_range", "rated_items_in_movies"} <= check_keys
@@ -40,3 +44,5 @@ def test_full_pipeline_job_end_to_end(tmp_lake, lake_resources, tiny_release):
     assert sorted(leaderboard["model"].to_pylist()) == sorted(
         [f"{m}_model" for m in ("bias", "popularity", "mf", "mlp", "neumf", "deepfm")])
     assert (tmp_lake / "mlflow" / "mlflow.db").is_file()
+    top = read_parquet(tmp_lake / "serve" / "user_recommendations.parquet")
+    assert top.num_rows == 30 * 10 and top.column_names == ["user_id", "rank", "item_id", "score"]
