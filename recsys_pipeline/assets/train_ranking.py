@@ -9,7 +9,7 @@
 
 Protocols: ``training.ranking_experiment``. Models are stored by ``ranking_model_io_manager``
 (``<lake>/models/<asset>/{config.json,state_dict.pt}``). Config defaults are demo-sized
-(all seven together: about a minute on ml-latest-small on a 2-core CPU).
+(all seven together: about two minutes on ml-latest-small on a 2-core CPU).
 """
 
 from typing import Any
@@ -79,6 +79,7 @@ class _RankingLoopConfig(dg.Config):
 class AutoEncoderModelConfig(_RankingLoopConfig):
     """DeepRec-style autoencoder on binary rows (implicit mode: unobserved entries weighted)."""
 
+    epochs: int = 5  # most passes over the training rows
     hidden: list[int] = [256, 64]  # encoder widths; the last is the code
     dropout: float = 0.5  # dropout on the code
     unobserved_weight: float = 0.1  # weight of unobserved entries as zero targets
@@ -92,7 +93,8 @@ class AutoEncoderModelConfig(_RankingLoopConfig):
 class MultVAEModelConfig(_RankingLoopConfig):
     """Mult-VAE (Liang et al. 2018): multinomial likelihood, annealed KL."""
 
-    epochs: int = 30  # most passes over the training rows
+    epochs: int = 6  # most passes over the training rows
+    lr: float = 3e-3  # Adam learning rate
     hidden: list[int] = [600]  # encoder hidden widths
     latent: int = 200  # latent dimension
     anneal_cap: float = 0.2  # largest KL weight β
@@ -116,28 +118,36 @@ class EASEModelConfig(dg.Config):
 class GRU4RecModelConfig(_RankingLoopConfig):
     """GRU4Rec with full softmax cross-entropy."""
 
-    epochs: int = 8  # most passes over the sequences
+    epochs: int = 3  # most passes over the sequences
+    lr: float = 3e-3  # Adam learning rate
     embedding_dim: int = 64  # item embedding width
     hidden: int = 100  # GRU width
     dropout: float = 0.2  # dropout on embeddings and outputs
+    loss: str = "sampled"  # "sampled" (popularity-sampled softmax, fast) or "ce" (full)
+    n_negatives: int = 256  # shared negatives per batch for "sampled"
 
     def to_core(self) -> GRU4RecConfig:
         return GRU4RecConfig(embedding_dim=self.embedding_dim, hidden=self.hidden,
-                             dropout=self.dropout, seed=self.seed)
+                             dropout=self.dropout, loss=self.loss,
+                             n_negatives=self.n_negatives, seed=self.seed)
 
 
 class SASRecModelConfig(_RankingLoopConfig):
     """SASRec: causal pre-norm Transformer over the last ``max_len`` items."""
 
-    epochs: int = 8  # most passes over the sequences
+    epochs: int = 3  # most passes over the sequences
+    lr: float = 3e-3  # Adam learning rate
     max_len: int = 50  # positions the model attends over
     dim: int = 64  # model width
     n_blocks: int = 2  # Transformer blocks
     dropout: float = 0.2  # dropout in the blocks
+    loss: str = "sampled"  # "sampled" (popularity-sampled softmax, fast) or "ce" (full)
+    n_negatives: int = 256  # shared negatives per batch for "sampled"
 
     def to_core(self) -> SASRecConfig:
         return SASRecConfig(max_len=self.max_len, dim=self.dim, n_blocks=self.n_blocks,
-                            dropout=self.dropout, seed=self.seed)
+                            dropout=self.dropout, loss=self.loss,
+                            n_negatives=self.n_negatives, seed=self.seed)
 
 
 class CooccurrenceModelConfig(dg.Config):
@@ -153,8 +163,8 @@ class CooccurrenceModelConfig(dg.Config):
 class TwoTowerModelConfig(_RankingLoopConfig):
     """Two-tower retrieval, in-batch softmax with log-Q correction, genre + year item tower."""
 
-    epochs: int = 10  # most passes over the positive pairs
-    batch_size: int = 512  # pairs per step (the in-batch negatives)
+    epochs: int = 3  # most passes over the positive pairs
+    batch_size: int = 1024  # pairs per step (the in-batch negatives)
     lr: float = 5e-3  # Adam learning rate
     dim: int = 64  # tower output width
     temperature: float = 0.1  # logit temperature

@@ -20,6 +20,7 @@ Three protocols, each returning a :class:`RankingOutcome`:
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ from recsys_pipeline.evaluation.topk import evaluate_topk
 from recsys_pipeline.training.data import RatingData
 from recsys_pipeline.training.ranking_data import CSRTensors, pairs_from_csr, training_sequences
 from recsys_pipeline.training.ranking_loop import RankingTrainConfig, fit_ranking
+
+logger = logging.getLogger(__name__)
 
 OnEpoch = Callable[[int, dict[str, float]], None]
 STRONG_KS = (10, 20, 50, 100)
@@ -79,6 +82,24 @@ class StrongGenData:
     report: dict[str, int] = field(default_factory=dict)
 
 
+def held_out_counts(n_users: int, spec: StrongGenSpec) -> tuple[int, int]:
+    """``(n_valid, n_test)`` held-out users: as asked when they leave at least half of the
+    ``n_users`` users for training, else clamped to ``max(1, n_users // 10)`` each (tiny data).
+
+    Raises:
+        ValueError: Fewer than 3 users remain after filtering (names the count).
+    """
+    if n_users < 3:
+        raise ValueError(f"strong generalization: only {n_users} user(s) have >= "
+                         f"{spec.min_user_positives} positives; need >= 3")
+    if spec.n_valid_users + spec.n_test_users <= n_users // 2:
+        return spec.n_valid_users, spec.n_test_users
+    clamped = max(1, n_users // 10)
+    logger.warning("strong generalization: %d + %d held-out users of %d; clamped to %d each",
+                   spec.n_valid_users, spec.n_test_users, n_users, clamped)
+    return min(spec.n_valid_users, clamped), min(spec.n_test_users, clamped)
+
+
 def strong_generalization_data(encoded: pa.Table, n_users: int,
                                spec: StrongGenSpec) -> StrongGenData:
     """Filter positives, keep items with enough users, hold out users, build CSR matrices.
@@ -92,17 +113,20 @@ def strong_generalization_data(encoded: pa.Table, n_users: int,
     filtered, _ = filter_ratings(encoded, FilterConfig(
         min_user_ratings=spec.min_user_positives, min_item_ratings=spec.min_item_users,
         rating_threshold=spec.positive_threshold, k_core=True))
+    n_valid, n_test = held_out_counts(
+        np.unique(filtered.column(schema.USER_IDX).to_numpy()).size, spec)
     item_idx = filtered.column(schema.ITEM_IDX).to_numpy()
     columns = np.unique(item_idx)
     remapped = filtered.set_column(filtered.schema.get_field_index(schema.ITEM_IDX),
                                    schema.ITEM_IDX,
                                    pa.array(np.searchsorted(columns, item_idx).astype(np.int32)))
     splits = split_ratings(remapped, SplitConfig(
-        method="strong_generalization", n_valid_users=spec.n_valid_users,
-        n_test_users=spec.n_test_users, fold_in_fraction=spec.fold_in_fraction,
+        method="strong_generalization", n_valid_users=n_valid,
+        n_test_users=n_test, fold_in_fraction=spec.fold_in_fraction,
         fold_in_by="random", drop_cold_start=True, seed=spec.seed))
     matrices = build_matrices(splits, n_users, columns.size, SparseConfig())
     report = {"positives": filtered.num_rows, "columns": int(columns.size),
+              "n_valid_users": n_valid, "n_test_users": n_test,
               **{f"rows_{k}": v for k, v in splits.report.rows.items()},
               **{f"users_{k}": v for k, v in splits.report.users.items()}}
     return StrongGenData(matrices, columns, report)

@@ -17,6 +17,7 @@ from recsys_pipeline.data.sparse import load_matrices
 from recsys_pipeline.models.ranking_base import load_ranking_model
 from recsys_pipeline.tracking import TAG_DAGSTER_RUN, TAG_FAMILY, TAG_TRAIN_SHA
 from recsys_pipeline.tracking_ranking import TAG_PROTOCOL, TAG_RANKING_TRAIN_SHA
+from recsys_pipeline.training.ranking_experiment import StrongGenSpec, held_out_counts
 
 MODELS = ("autoencoder", "multvae", "ease", "gru4rec", "sasrec", "cooccurrence", "two_tower")
 PROTOCOL = {"autoencoder": "strong_generalization", "multvae": "strong_generalization",
@@ -138,3 +139,19 @@ def test_ranking_leaderboard_rows_and_checks(materialized) -> None:
     assert meta["dagster/row_count"].value == len(MODELS)
     evaluations = result.get_asset_check_evaluations()
     assert len(evaluations) == len(MODELS) and all(e.passed for e in evaluations)
+
+
+@pytest.mark.parametrize(("n_users", "asked", "expected"), [
+    (610, (100, 100), (100, 100)),  # ml-latest-small: the protocol's counts fit
+    (30, (100, 100), (3, 3)),  # tiny data: clamped to n_users // 10 each
+    (30, (3, 3), (3, 3)),
+    (5, (100, 100), (1, 1)),
+])
+def test_held_out_counts_clamp_on_small_data(n_users: int, asked: tuple, expected: tuple) -> None:
+    spec = StrongGenSpec(n_valid_users=asked[0], n_test_users=asked[1])
+    assert held_out_counts(n_users, spec) == expected
+
+
+def test_held_out_counts_names_too_few_users() -> None:
+    with pytest.raises(ValueError, match="only 2 user"):
+        held_out_counts(2, StrongGenSpec())
