@@ -141,6 +141,41 @@ def training_sequences(batch: SequenceBatch | np.ndarray, min_length: int = 2) -
     return TensorBatches(kept)
 
 
+def sequence_windows(tokens: np.ndarray, width: int) -> np.ndarray:
+    """Cut long left-padded rows into windows of ``width`` tokens overlapping by one.
+
+    Window ``k`` of a row holds columns ``[L − width − k(width − 1), L − k(width − 1))``, so
+    every consecutive pair (every next-item example) of the row lies in exactly one window,
+    and each window is itself left-padded. Rows with fewer than two real tokens are dropped,
+    and so are all-padding windows. This trades context beyond ``width`` for shorter rows
+    (cheaper recurrent steps and attention) without losing training examples.
+
+    Args:
+        tokens: Left-padded token rows, 0 = padding.  # [n, L]
+        width: Window width (>= 2).
+
+    Returns:
+        Left-padded windows, newest windows of each row first.  # [m, width]
+    """
+    tokens = np.asarray(tokens)
+    if width < 2 or tokens.ndim != 2:
+        raise ValueError(f"width={width} must be >= 2 and tokens [n, L], got {tokens.shape}")
+    n, length = tokens.shape
+    if length <= width:
+        padded = np.zeros((n, width), tokens.dtype)
+        padded[:, width - length :] = tokens
+        windows = padded
+    else:
+        step = width - 1
+        n_windows = -(-(length - 1) // step)  # ceil: the windows cover every pair
+        pad = n_windows * step + 1 - length
+        full = np.concatenate([np.zeros((n, pad), tokens.dtype), tokens], 1)
+        starts = full.shape[1] - width - step * np.arange(n_windows)
+        cols = starts[:, None] + np.arange(width)[None, :]  # [n_windows, width]
+        windows = full[:, cols].reshape(n * n_windows, width)
+    return windows[(windows != PAD).sum(1) >= 2]
+
+
 def pairs_from_csr(matrix: sp.spmatrix) -> TensorBatches:
     """The (user, item) entries of a CSR matrix as epoch data for pairwise / in-batch training."""
     csr = sp.csr_matrix(matrix)

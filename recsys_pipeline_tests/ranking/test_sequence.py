@@ -17,7 +17,7 @@ from recsys_pipeline.models.ranking_base import (
     load_ranking_model,
 )
 from recsys_pipeline.models.sasrec import SASRecConfig, SASRecModel
-from recsys_pipeline.training.ranking_data import training_sequences
+from recsys_pipeline.training.ranking_data import sequence_windows, training_sequences
 from recsys_pipeline.training.ranking_loop import RankingTrainConfig, fit_ranking
 from recsys_pipeline_tests.ranking.planted import Cycle
 
@@ -152,3 +152,16 @@ def test_cooccurrence_counts_by_hand() -> None:
     torch.testing.assert_close(never[1:], torch.tensor([0.6, 0.6, 0.8, 0.0]))
     after2 = backoff.score_next(torch.tensor([[2]]))[0]
     assert after2[3] > after2[1] > after2[2]  # counts 2 > 1 > 0; the backoff never flips them
+
+
+def test_sequence_windows_keep_every_pair_once() -> None:
+    tokens = np.array([[0, 0, 0, 1, 2, 3, 4, 5, 6, 7], [0] * 8 + [8, 9], [0] * 9 + [5]])
+    windows = sequence_windows(tokens, 4)
+    assert windows.tolist() == [[4, 5, 6, 7], [1, 2, 3, 4], [0, 0, 8, 9]]
+
+    def pairs(rows: np.ndarray) -> list[tuple[int, int]]:
+        return sorted((int(a), int(b)) for r in rows for a, b in zip(r[:-1], r[1:], strict=True)
+                      if a and b)
+
+    assert pairs(windows) == pairs(tokens)  # no next-item example lost or doubled
+    assert sequence_windows(tokens[:, -3:], 5).tolist() == [[0, 0, 5, 6, 7], [0, 0, 0, 8, 9]]

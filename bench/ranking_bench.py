@@ -1,0 +1,369 @@
+"""Benchmark the ranking models on ml-latest-small: strong generalization and next-item.
+
+1. Strong generalization (Liang et al. 2018 protocol): ratings >= 4 are positives, items need
+   >= 5 users and users >= 5 positives; 100 validation and 100 test users (seeded) are held
+   out entirely, 80 % of each one's positives (random) are folded in and the rest ranked.
+   Recall@20, Recall@50 (divided by min(K, held-out items)) and NDCG@100. Mult-VAE, the
+   autoencoder (implicit mode), EASE and popularity; each model's hyperparameters are picked
+   on the validation users only (small grids below), then scored once on the test users.
+2. Next item, leave last one out: 5-core ratings, ``user_temporal`` split with
+   ``leave_last_k=1`` (valid = second-to-last item, test = last), full ranking over the item
+   vocabulary with every item the user has already rated excluded. HR/NDCG/MRR@10 (and @1, 5,
+   20 in the JSON). GRU4Rec and SASRec (early-stopped on valid NDCG@10) beside popularity and
+   the last-item co-occurrence baseline. Sequence models see the last 50 items; they train on
+   windows of 51 tokens cut from each user's last 201 training items (every consecutive pair
+   kept once), with 512 popularity-sampled negatives unless ``--loss ce``.
+3. Per trained model: mean epoch time and training samples/s (user rows for the
+   autoencoders, sequences for GRU4Rec/SASRec).
+
+Usage::
+
+    .venv/bin/python bench/ranking_bench.py --json bench/results/ranking_small.json
+    .venv/bin/python bench/ranking_bench.py --device cuda --epochs-scale 2
+
+The device is ``auto`` (CUDA when present) unless ``--device`` says otherwise; nothing else
+changes on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import scipy.sparse as sp
+import torch
+
+from recsys_pipeline import schema
+from recsys_pipeline.data.clean import clean_table
+from recsys_pipeline.data.encode import encode_ids
+from recsys_pipeline.data.filter import FilterConfig, filter_ratings
+from recsys_pipeline.data.movielens import detect_release, read_table
+from recsys_pipeline.data.sessions import SessionConfig, Sessions, build_sessions, token_lookup
+from recsys_pipeline.data.sparse import SparseConfig, build_matrices
+from recsys_pipeline.data.split import SplitConfig, split_ratings
+from recsys_pipeline.evaluation.nextitem import evaluate_next_item
+from recsys_pipeline.evaluation.strong import UserIndependentScorer, evaluate_fold_in
+from recsys_pipeline.evaluation.topk import ItemSets
+from recsys_pipeline.models.autoencoder import AutoEncoderConfig, AutoEncoderModel
+from recsys_pipeline.models.cooccurrence import CooccurrenceConfig, CooccurrenceModel
+from recsys_pipeline.models.ease import EASEConfig, EASEModel
+from recsys_pipeline.models.gru4rec import GRU4RecConfig, GRU4RecModel
+from recsys_pipeline.models.multvae import MultVAEConfig, MultVAEModel
+from recsys_pipeline.models.popularity import PopularityModel
+from recsys_pipeline.models.sasrec import SASRecConfig, SASRecModel
+from recsys_pipeline.training.data import RatingData
+from recsys_pipeline.training.device import pick_device, synchronize
+from recsys_pipeline.training.ranking_data import (
+    CSRTensors,
+    sequence_windows,
+    training_sequences,
+)
+from recsys_pipeline.training.ranking_loop import RankingTrainConfig, fit_ranking
+
+DATA = Path(__file__).resolve().parents[1] / "data_lake" / "raw" / "ml-latest-small"
+STRONG_KS = (20, 50, 100)
+CONTEXT = 50  # items a sequence model sees; training rows are windows of CONTEXT + 1
+NEXT_KS = (1, 5, 10, 20)
+
+
+@dataclass
+class Row:
+    """One benchmark line: a model with its chosen hyperparameters."""
+
+    task: str
+    model: str
+    params: str
+    valid: float
+    test: dict[str, float]
+    fit_seconds: float
+    epochs: int = 0
+    best_epoch: int = 0
+    epoch_seconds: float = float("nan")
+    samples_per_s: float = float("nan")
+    grid: list[dict[str, Any]] = field(default_factory=list)
+
+
+def load_ratings(path: Path) -> pa.Table:
+    """Clean ratings of the release at ``path`` (the project's reader and cleaner)."""
+    release = detect_release(path)
+    ratings, _ = clean_table("ratings", read_table(release, "ratings"))
+    return ratings
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
+    synchronize(device)
+    t0 = time.perf_counter()
+    out = fn()
+    synchronize(device)
+    return out, time.perf_counter() - t0
+
+
+Grid = list[tuple[str, Callable[[], Any], dict[str, Any]]]
+
+
+def fit_and_pick(name: str, task: str, grid: Grid,
+                 make_data: Callable[[], Any], train_config: Callable[..., RankingTrainConfig],
+                 validate: Callable[[Any], dict], monitor: str, test: Callable[[Any], dict],
+                 device: torch.device) -> Row:
+    """Train each grid point with early stopping on ``validate``; test the best one once."""
+    best, tried = None, []
+    for label, build, overrides in grid:
+        model = build()
+        result, seconds = timed(lambda m=model, o=overrides: fit_ranking(
+            m, make_data(), validate, train_config(**o)), device)
+        hist = result.history
+        tried.append({"params": label, "valid": result.best_metric, "best_epoch":
+                      result.best_epoch, "epochs": len(hist), "seconds": round(seconds, 2)})
+        print(f"  {name:<12} {label:<44} valid {monitor}={result.best_metric:.4f} "
+              f"(epoch {result.best_epoch}/{len(hist)}, {seconds:.1f}s)", flush=True)
+        if best is None or result.best_metric > best[1].best_metric:
+            best = (label, result, model, seconds)
+    label, result, model, seconds = best
+    hist = result.history
+    return Row(task, name, label, result.best_metric, test(model), seconds, len(hist),
+               result.best_epoch, float(np.mean([h["train_seconds"] for h in hist])),
+               float(np.mean([h["samples_per_s"] for h in hist])), tried)
+
+
+# --- 1. strong generalization ------------------------------------------------------------
+def strong_data(ratings: pa.Table, seed: int) -> tuple[sp.csr_matrix, tuple, tuple]:
+    filtered, _ = filter_ratings(ratings, FilterConfig(rating_threshold=4.0, min_item_ratings=5,
+                                                       min_user_ratings=5))
+    encoded, maps = encode_ids(filtered)
+    splits = split_ratings(encoded, SplitConfig(
+        method="strong_generalization", n_valid_users=100, n_test_users=100,
+        fold_in_fraction=0.8, fold_in_by="random", drop_cold_start=True, seed=seed))
+    mats = build_matrices(splits, maps.n_users, maps.n_items, SparseConfig())
+    return mats.binary["train"], mats.fold_in_pair("valid"), mats.fold_in_pair("test")
+
+
+def run_strong(ratings: pa.Table, args: argparse.Namespace, device: torch.device) -> list[Row]:
+    train, (vf, vh), (tf, th) = strong_data(ratings, args.seed)
+    n_users, n_items = train.shape
+    held = sum(int((m.getnnz(1) > 0).sum()) for m in (vh, th))
+    print(f"strong generalization: {n_users} users ({n_users - held} train) x {n_items} items, "
+          f"{train.nnz} train positives", flush=True)
+
+    def valid(m: Any) -> dict:
+        return evaluate_fold_in(m, vf, vh, ks=STRONG_KS)
+
+    def test(m: Any) -> dict:
+        return evaluate_fold_in(m, tf, th, ks=STRONG_KS)
+
+    rows = []
+    users, items = train.nonzero()
+    pop, secs = timed(lambda: PopularityModel.fit(
+        RatingData.from_arrays(users, items, np.ones(users.size), device=device),
+        n_users, n_items), device)
+    pop_scorer = UserIndependentScorer(pop)
+    rows.append(Row("strong", "popularity", "-", valid(pop_scorer)["ndcg@100"], test(pop_scorer),
+                    secs))
+    ease_grid = []
+    for lam in (50.0, 100.0, 200.0, 500.0, 1000.0):
+        model, secs = timed(lambda lam=lam: EASEModel.fit(train, EASEConfig(l2=lam),
+                                                          device=device), device)
+        ease_grid.append((valid(model)["ndcg@100"], lam, model, secs))
+    v, lam, model, secs = max(ease_grid, key=lambda g: g[0])
+    rows.append(Row("strong", "EASE", f"l2={lam:g}", v, test(model), secs,
+                    grid=[{"params": f"l2={g[1]:g}", "valid": g[0]} for g in ease_grid]))
+    scale = args.epochs_scale
+
+    def config(batch_size: int = 128) -> RankingTrainConfig:
+        return RankingTrainConfig(epochs=int(200 * scale), batch_size=batch_size, lr=1e-3,
+                                  patience=10, eval_every=2, monitor="valid_ndcg@100",
+                                  seed=args.seed, device=str(device))
+
+    def data() -> CSRTensors:
+        return CSRTensors.from_scipy(train)
+
+    vae_grid: Grid = [
+        (f"600-200 cap={cap} anneal={steps} batch={bs}",
+         lambda cap=cap, steps=steps: MultVAEModel(n_users, n_items, MultVAEConfig(
+             anneal_cap=cap, total_anneal_steps=steps, seed=args.seed)), {"batch_size": bs})
+        for cap, steps, bs in ((0.2, 500, 128), (0.5, 500, 128), (0.2, 500, 64))]
+    rows.append(fit_and_pick("Mult-VAE", "strong", vae_grid, data, config, valid,
+                             "ndcg@100", test, device))
+    ae_grid: Grid = [
+        (f"512-128 selu drop=.5 w0={w}{' tied' if tied else ''}",
+         lambda w=w, tied=tied: AutoEncoderModel(n_users, n_items, AutoEncoderConfig(
+             hidden=(512, 128), dropout=0.5, unobserved_weight=w, constrained=tied,
+             clamp=False, seed=args.seed)), {})
+        for w, tied in ((0.2, True), (0.5, True), (1.0, True), (0.5, False))]
+    rows.append(fit_and_pick("AutoEncoder", "strong", ae_grid, data, config, valid,
+                             "ndcg@100", test, device))
+    return rows
+
+
+# --- 2. next item --------------------------------------------------------------------------
+@dataclass
+class NextItemData:
+    sessions: Sessions
+    valid_exclude: ItemSets
+    test_exclude: ItemSets
+    n_items: int
+    train_items: np.ndarray
+
+
+def _history_sets(tables: list[pa.Table], rows_users: np.ndarray, lookup: np.ndarray,
+                  n_users: int) -> ItemSets:
+    """Token sets of every item each evaluated user rated in ``tables`` (row = batch row)."""
+    row_of = np.full(n_users, -1, np.int64)
+    row_of[rows_users] = np.arange(rows_users.size)
+    users = np.concatenate([t.column(schema.USER_IDX).to_numpy() for t in tables])
+    items = np.concatenate([t.column(schema.ITEM_IDX).to_numpy() for t in tables])
+    keep = (row_of[users] >= 0) & (lookup[items] > 0)
+    return ItemSets.from_pairs(torch.from_numpy(row_of[users][keep]),
+                               torch.from_numpy(lookup[items][keep].astype(np.int64)),
+                               rows_users.size)
+
+
+def next_item_data(ratings: pa.Table, max_len: int) -> NextItemData:
+    filtered, _ = filter_ratings(ratings, FilterConfig(min_user_ratings=5, min_item_ratings=5,
+                                                       k_core=True))
+    encoded, maps = encode_ids(filtered)
+    splits = split_ratings(encoded, SplitConfig(method="user_temporal", leave_last_k=1))
+    sessions = build_sessions(splits, maps.n_users, maps.n_items, SessionConfig(max_len=max_len))
+    lookup = token_lookup(sessions.vocab, maps.n_items)
+    valid_ex = _history_sets([splits.train], sessions.valid.user_idx, lookup, maps.n_users)
+    test_ex = _history_sets([splits.train, splits.valid], sessions.test.user_idx, lookup,
+                            maps.n_users)
+    return NextItemData(sessions, valid_ex, test_ex, maps.n_items,
+                        splits.train.column(schema.ITEM_IDX).to_numpy())
+
+
+class PopularityNext(torch.nn.Module):
+    """The popularity model (``models.popularity``) as a next-token scorer."""
+
+    def __init__(self, model: PopularityModel, vocab: np.ndarray) -> None:
+        super().__init__()
+        self.n_vocab = int(vocab.size)
+        counts = model.counts.cpu()[torch.from_numpy(vocab.astype(np.int64))]
+        self.register_buffer("scores", torch.cat([torch.tensor([float("-inf")]), counts]))
+
+    def score_next(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.scores.repeat(torch.as_tensor(tokens).shape[0], 1)
+
+
+def run_next_item(ratings: pa.Table, args: argparse.Namespace, device: torch.device) -> list[Row]:
+    data = next_item_data(ratings, max_len=201)
+    s = data.sessions
+    n_vocab = s.vocab.size
+    print(f"next item: {s.train.tokens.shape[0]} users, vocabulary {n_vocab}, "
+          f"{int(s.train.lengths.sum())} train items, {len(s.valid.targets)} valid / "
+          f"{len(s.test.targets)} test targets", flush=True)
+
+    # inputs: the last CONTEXT items; every earlier item of the user is excluded all the same
+    def valid(m: Any) -> dict:
+        return evaluate_next_item(m, s.valid.tokens[:, -CONTEXT:], s.valid.targets, NEXT_KS,
+                                  data.valid_exclude)
+
+    def test(m: Any) -> dict:
+        return evaluate_next_item(m, s.test.tokens[:, -CONTEXT:], s.test.targets, NEXT_KS,
+                                  data.test_exclude)
+
+    rows = []
+    items = data.train_items
+    pop, secs = timed(lambda: PopularityNext(PopularityModel.fit(
+        RatingData.from_arrays(np.zeros_like(items), items, np.ones(items.size)), 1,
+        data.n_items), s.vocab), device)
+    rows.append(Row("next", "popularity", "-", valid(pop)["ndcg@10"], test(pop), secs))
+    for backoff in (False, True):
+        model, secs = timed(lambda b=backoff: CooccurrenceModel.fit(
+            s.train.tokens, n_vocab, CooccurrenceConfig(popularity_backoff=b)), device)
+        rows.append(Row("next", "co-occurrence" + (" +pop" if backoff else ""), "window=1",
+                        valid(model)["ndcg@10"], test(model), secs))
+    scale = args.epochs_scale
+
+    def config(lr: float = 3e-3) -> RankingTrainConfig:
+        return RankingTrainConfig(epochs=int(40 * scale), batch_size=64, lr=lr,
+                                  patience=8, monitor="valid_ndcg@10", seed=args.seed,
+                                  device=str(device), grad_clip=5.0)
+
+    windows = sequence_windows(s.train.tokens, CONTEXT + 1)
+    print(f"  {windows.shape[0]} training windows of <= {CONTEXT + 1} tokens", flush=True)
+
+    def seqs() -> Any:
+        return training_sequences(windows)
+
+    loss, negs = args.loss, 512
+    gru_grid: Grid = [(f"emb=64 hidden=128 drop=0.2 {loss}",
+                       lambda: GRU4RecModel(n_vocab, GRU4RecConfig(
+                           embedding_dim=64, hidden=128, dropout=0.2, loss=loss,
+                           n_negatives=negs, seed=args.seed)), {})]
+    rows.append(fit_and_pick("GRU4Rec", "next", gru_grid, seqs, config, valid, "ndcg@10", test,
+                             device))
+    sas_grid: Grid = [(f"d=64 blocks=2 heads=1 drop=0.2 {loss}",
+                       lambda: SASRecModel(n_vocab, SASRecConfig(
+                           max_len=CONTEXT, dim=64, n_blocks=2, dropout=0.2, loss=loss,
+                           n_negatives=negs, seed=args.seed)), {})]
+    rows.append(fit_and_pick("SASRec", "next", sas_grid, seqs, config, valid, "ndcg@10", test,
+                             device))
+    return rows
+
+
+# --- report --------------------------------------------------------------------------------
+def print_table(rows: list[Row]) -> None:
+    cols = {"strong": ("recall@20", "recall@50", "ndcg@100"),
+            "next": ("hr@10", "ndcg@10", "mrr@10")}
+    for task in ("strong", "next"):
+        part = [r for r in rows if r.task == task]
+        if not part:
+            continue
+        names = cols[task]
+        print(f"\n{'model':<20}{'params':<46}{'valid':>8}" + "".join(f"{c:>11}" for c in names)
+              + f"{'fit s':>8}{'epoch s':>9}{'samples/s':>11}")
+        for r in part:
+            print(f"{r.model:<20}{r.params[:45]:<46}{r.valid:>8.4f}"
+                  + "".join(f"{r.test[c]:>11.4f}" for c in names)
+                  + f"{r.fit_seconds:>8.1f}{r.epoch_seconds:>9.3f}{r.samples_per_s:>11.0f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=DATA, help="ml-latest-small folder")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--epochs-scale", type=float, default=1.0,
+                        help="multiply every epoch budget (early stopping still applies)")
+    parser.add_argument("--only", choices=("strong", "next"), default=None)
+    parser.add_argument("--json", type=Path, default=None, help="write results here")
+    parser.add_argument("--loss", choices=("sampled", "ce"), default="sampled",
+                        help="GRU4Rec/SASRec loss: 512 popularity-sampled negatives (default: "
+                             "2-3x cheaper on CPU, as accurate here) or the full softmax")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU torch threads (1: small per-step ops of the RNN and the "
+                             "attention stall with more threads on a shared CPU)")
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{platform.processor() or platform.machine()}", flush=True)
+    ratings = load_ratings(args.data)
+    t0 = time.perf_counter()
+    rows = []
+    if args.only in (None, "strong"):
+        rows += run_strong(ratings, args, device)
+    if args.only in (None, "next"):
+        rows += run_next_item(ratings, args, device)
+    total = time.perf_counter() - t0
+    print_table(rows)
+    print(f"\ntotal {total:.0f}s on {device}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({
+            "device": str(device), "torch": torch.__version__, "seed": args.seed,
+            "epochs_scale": args.epochs_scale, "total_seconds": total,
+            "rows": [asdict(r) for r in rows]}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
