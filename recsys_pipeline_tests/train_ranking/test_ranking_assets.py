@@ -4,6 +4,7 @@ the seven ranking models (one MLflow run each) and the ranking leaderboard."""
 from __future__ import annotations
 
 import dagster as dg
+import duckdb
 import numpy as np
 import pytest
 import torch
@@ -137,6 +138,9 @@ def test_ranking_leaderboard_rows_and_checks(materialized) -> None:
     meta = result.asset_materializations_for_node("reports__ranking_comparison")[0].metadata
     assert "min(K, n_heldout)" in meta["protocols"].value
     assert meta["dagster/row_count"].value == len(MODELS)
+    view = meta["duckdb_view"].value
+    with duckdb.connect(str(lake / "lake.duckdb"), read_only=True) as conn:
+        assert conn.execute(f"select count(*) from {view}").fetchall() == [(len(MODELS),)]
     evaluations = result.get_asset_check_evaluations()
     assert len(evaluations) == len(MODELS) and all(e.passed for e in evaluations)
 
