@@ -5,6 +5,7 @@ import dagster as dg
 from recsys_pipeline.assets.evaluate import evaluate_assets
 from recsys_pipeline.assets.ingest import ingest_assets
 from recsys_pipeline.assets.prepare import prepare_assets
+from recsys_pipeline.assets.ranking import ranking_assets, ranking_checks, ranking_resources
 from recsys_pipeline.assets.serve import serve_assets
 from recsys_pipeline.assets.train import train_assets, train_checks
 from recsys_pipeline.checks import ingest_checks, prepare_checks
@@ -14,8 +15,9 @@ from recsys_pipeline.resources import DEFAULT_LAKE_ROOT, build_resources
 from recsys_pipeline.schedules import all_schedules
 from recsys_pipeline.sensors import all_sensors
 
-all_assets = [*ingest_assets, *prepare_assets, *train_assets, *evaluate_assets, *serve_assets]
-all_checks = [*ingest_checks, *prepare_checks, *train_checks]
+all_assets = [*ingest_assets, *prepare_assets, *train_assets, *ranking_assets, *evaluate_assets,
+              *serve_assets]
+all_checks = [*ingest_checks, *prepare_checks, *train_checks, *ranking_checks]
 
 defs = dg.Definitions(
     assets=all_assets,
@@ -23,7 +25,8 @@ defs = dg.Definitions(
     jobs=all_jobs,
     schedules=all_schedules,
     sensors=all_sensors,
-    resources={**build_resources(DEFAULT_LAKE_ROOT), **build_train_resources(DEFAULT_LAKE_ROOT)},
+    resources={**build_resources(DEFAULT_LAKE_ROOT), **build_train_resources(DEFAULT_LAKE_ROOT),
+               **ranking_resources(DEFAULT_LAKE_ROOT)},
     # In-process: steps share one Python process (no per-step interpreter start-up, one
     # DuckDB writer at a time); the heavy work inside a step is multi-threaded anyway.
     executor=dg.in_process_executor,

@@ -27,12 +27,14 @@ def tmp_lake(tmp_path: Path) -> Path:
 @pytest.fixture
 def lake_resources(tmp_lake: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     """Every resource of the project, pointed at the tmp lake (MLflow store included)."""
+    from recsys_pipeline.assets.ranking import ranking_resources
     from recsys_pipeline.model_io import build_train_resources
     from recsys_pipeline.resources import build_resources
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-    return {**build_resources(str(tmp_lake)), **build_train_resources(str(tmp_lake))}
+    return {**build_resources(str(tmp_lake)), **build_train_resources(str(tmp_lake)),
+            **ranking_resources(str(tmp_lake))}
 
 
 @pytest.fixture
