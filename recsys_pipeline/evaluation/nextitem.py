@@ -103,6 +103,8 @@ def evaluate_next_item(
         raise ValueError(f"targets must be tokens in 1..{model.n_vocab} (0 is padding)")
     if not ks or any(not 1 <= k < n_tokens for k in ks):
         raise ValueError(f"ks={tuple(ks)} must be non-empty with each k in [1, {model.n_vocab}]")
+    if exclude is not None and exclude.n_users != tokens.shape[0]:
+        raise ValueError(f"exclude has {exclude.n_users} rows, tokens have {tokens.shape[0]}")
     sums: dict[str, float] = {}
     for rows in torch.arange(tokens.shape[0]).split(batch_size):
         scores = model.score_next(tokens[rows]).float().clone()  # [B, n_tokens]
@@ -111,7 +113,9 @@ def evaluate_next_item(
         if exclude_inputs:
             scores.scatter_(1, tokens[rows].to(device), float("-inf"))
         if exclude is not None:
-            r, t = exclude.to(device).entries(rows.to(device))
+            if exclude.indptr.device != device:
+                exclude = exclude.to(device)  # once: every later batch finds it there
+            r, t = exclude.entries(rows.to(device))
             scores[r, t] = float("-inf")
         if bool(torch.isinf(scores.gather(1, tgt[:, None])).any()):
             raise ValueError("a target token is excluded (seen in the input or exclude set)")
