@@ -56,6 +56,10 @@ demo: setup
 		round(test_hit_rate_at_10, 4) AS hr_at_10, round(test_coverage_at_10, 4) AS cov_at_10 \
 		FROM reports_model_comparison ORDER BY rank"
 	@echo
+	@echo "== ranking leaderboard (data_lake/reports/ranking_comparison.parquet; compare within a protocol) =="
+	@$(BIN)/recsys-pipeline query "SELECT protocol, rank, model, round(test_ndcg_at_10, 4) AS ndcg_at_10, \
+		round(test_ndcg_at_100, 4) AS ndcg_at_100 FROM reports_ranking_comparison ORDER BY protocol, rank"
+	@echo
 	@echo "Done. Where to look:"
 	@echo "  lake (Parquet):  $(CURDIR)/data_lake/  (clean/, prepared/, models/, reports/)"
 	@echo "  MLflow UI:       $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/data_lake/mlflow/mlflow.db"
