@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from recsys_pipeline.assets.ranking import ranking_resources
 from recsys_pipeline.definitions import all_assets, all_checks
 from recsys_pipeline.model_io import build_train_resources
 from recsys_pipeline.resources import build_resources
@@ -27,7 +28,8 @@ def build_pipeline_lake(lake: Path, extra_assets: Sequence[object] = (),
     release = write_tiny_release(lake / "raw" / "tiny")
     saved = {k: os.environ.pop(k, None) for k in MLFLOW_ENV}
     try:
-        resources = {**build_resources(str(lake)), **build_train_resources(str(lake))}
+        resources = {**build_resources(str(lake)), **build_train_resources(str(lake)),
+                     **ranking_resources(str(lake))}
         job = dg.define_asset_job("full", selection=dg.AssetSelection.all())
         defs = dg.Definitions(assets=[*all_assets, *extra_assets], asset_checks=all_checks,
                               jobs=[job], resources=resources,
