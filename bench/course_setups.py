@@ -104,6 +104,20 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def machine_line(device: torch.device) -> str:
+    """One line naming the machine: GPU or CPU model, CPU count, torch version and threads."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    return (f"machine: {name}, {os.cpu_count()} CPUs, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), device {device}")
+
+
+def markdown_table(rows: list[dict[str, Any]], head: tuple[str, ...]) -> str:
+    """``rows`` as a markdown table with columns ``head`` (values through ``str``)."""
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(row[k]) for k in head) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def load_tables(release_path: Path) -> dict[str, pa.Table]:
     """Clean ratings, movies and tags of a release, through the project's readers."""
     release = detect_release(release_path)
@@ -156,17 +170,12 @@ def main() -> None:
     ap.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     ap.add_argument("--json", type=Path, help="also write the figures to this file")
     args = ap.parse_args()
-    device = pick_device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
-    print(f"machine: {name}, {os.cpu_count()} CPUs, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), device {device}")
+    print(machine_line(pick_device(args.device)))
     tables = load_tables(args.release)
     rows = [run_preset(p, tables, args.device) for p in args.presets.split(",")]
     head = ("preset", "users", "items", "train", "test", "test_rmse", "test_mse", "best_epoch",
             "train_seconds", "wall_seconds")
-    print("\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))
-    for row in rows:
-        print("| " + " | ".join(str(row[k]) for k in head) + " |")
+    print("\n" + markdown_table(rows, head))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 
