@@ -95,12 +95,16 @@ def fcp(
 
     For each user ``u`` and each pair of that user's test items with ``r_ui > r_uj`` (pairs with
     equal true ratings are skipped): concordant when ``r̂_ui > r̂_uj``, discordant otherwise (a
-    tied prediction counts as discordant, as in Koren's ``r̂_ui ≥ r̂_uj`` and Surprise)::
+    tied prediction counts as discordant, as in Koren's ``r̂_ui ≥ r̂_uj``)::
 
         n_c(u) = |{(i, j): r_ui > r_uj, r̂_ui > r̂_uj}|,  n_d(u) = |{(i, j): r_ui > r_uj,
         r̂_ui ≤ r̂_uj}|
         pooled (Koren):  FCP = Σ_u n_c(u) / Σ_u (n_c(u) + n_d(u))
-        user (Surprise): FCP = mean over users with a comparable pair of n_c(u) / (n_c + n_d)
+        user:            FCP = mean over users with a comparable pair of n_c(u) / (n_c + n_d)
+
+    Neither is ``surprise.accuracy.fcp``, which divides the mean of n_c(u) over users with
+    n_c(u) > 0 by that plus the mean of n_d(u) over users with n_d(u) > 0 (on ml-latest-small
+    it reads 0.015-0.026 lower than the pooled figure; bench/rating_bench.py reports both).
 
     Vectorised: users are packed into padded ``[C, L]`` blocks and compared as ``[C, L, L]``.
 
