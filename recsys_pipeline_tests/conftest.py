@@ -1,15 +1,42 @@
-"""Shared fixtures: a seeded rng, a tmp lake with its resources, the embedded release, and a
-tiny synthetic release in the ml-latest CSV layout."""
+"""Shared fixtures: a seeded rng, a tmp lake with its resources, the embedded release, a
+tiny synthetic release in the ml-latest CSV layout, planted rating data, a cpu/cuda device,
+and single-threaded torch."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+from recsys_pipeline_tests.models.planted import Planted, make_planted
 
 ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED = ROOT / "data_lake" / "raw" / "ml-latest-small"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    # tiny tensors: thread start-up costs more than it saves, and two xdist workers on two
+    # cores must not each start a thread per core
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def planted() -> Planted:
+    return make_planted()
+
+
+@pytest.fixture(params=["cpu", "cuda"])
+def device(request: pytest.FixtureRequest) -> torch.device:
+    if request.param == "cuda" and not torch.cuda.is_available():
+        pytest.skip("CUDA not available on this machine")
+    return torch.device(request.param)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 # before mlflow is imported by any test module of this package
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -22,7 +21,7 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 
 from recsys_pipeline.training.data import RatingData  # noqa: E402
 from recsys_pipeline.training.experiment import ExperimentData  # noqa: E402
-from recsys_pipeline_tests.models.planted import Planted, make_planted  # noqa: E402
+from recsys_pipeline_tests.models.planted import Planted  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -33,19 +32,6 @@ def _no_mlflow_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     # the code under test must restore the environment it changed
     assert "MLFLOW_TRACKING_URI" not in os.environ
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def planted() -> Planted:
-    return make_planted()
 
 
 @pytest.fixture(scope="session")
