@@ -231,17 +231,34 @@ def load_model(
         FileNotFoundError: A file is missing (named).
         ValueError: The family, class or config is unknown.
     """
+    return load_saved(directory, map_location, FAMILIES, RatingModel)
+
+
+def load_saved(
+    directory: str | os.PathLike[str],
+    map_location: str | torch.device,
+    families: tuple[str, ...],
+    base_cls: type[nn.Module],
+) -> nn.Module:
+    """Load a folder written by :func:`save_model` whose family is one of ``families`` and
+    whose class derives from ``base_cls`` (shared by the rating and ranking loaders).
+
+    Raises:
+        FileNotFoundError: A file is missing (named).
+        ValueError: The family, class or config is unknown.
+    """
     directory = Path(directory)
     for name in (CONFIG_FILE, STATE_FILE):
         if not (directory / name).is_file():
             raise FileNotFoundError(f"{directory / name}: model file not found")
     meta = json.loads((directory / CONFIG_FILE).read_text())
     family = meta.get("family")
-    if family not in FAMILIES:
-        raise ValueError(f"{directory / CONFIG_FILE}: field 'family'={family!r} not in {FAMILIES}")
+    if family not in families:
+        raise ValueError(f"{directory / CONFIG_FILE}: field 'family'={family!r} not in "
+                         f"{families}")
     module = importlib.import_module(f"{__package__}.{family}")
     cls = getattr(module, str(meta.get("class")), None)
-    if not (isinstance(cls, type) and issubclass(cls, RatingModel)):
+    if not (isinstance(cls, type) and issubclass(cls, base_cls) and hasattr(cls, "config_cls")):
         raise ValueError(f"{directory / CONFIG_FILE}: field 'class'={meta.get('class')!r} "
                          f"is not a model in {module.__name__}")
     config = config_from_dict(cls.config_cls, meta["config"])

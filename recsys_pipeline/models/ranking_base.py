@@ -15,8 +15,6 @@ load with :func:`load_ranking_model`.
 
 from __future__ import annotations
 
-import importlib
-import json
 import os
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,11 +25,9 @@ import torch
 from torch import nn
 
 from recsys_pipeline.models.base import (
-    CONFIG_FILE,
     SCORE_ALL_PAIRS,
-    STATE_FILE,
     RatingModel,
-    config_from_dict,
+    load_saved,
     save_model,
 )
 from recsys_pipeline.training.ranking_data import CSRTensors
@@ -282,22 +278,4 @@ def load_ranking_model(
         FileNotFoundError: A file is missing (named).
         ValueError: The family, class or config is unknown.
     """
-    directory = Path(directory)
-    for name in (CONFIG_FILE, STATE_FILE):
-        if not (directory / name).is_file():
-            raise FileNotFoundError(f"{directory / name}: model file not found")
-    meta = json.loads((directory / CONFIG_FILE).read_text())
-    family = meta.get("family")
-    if family not in RANKING_FAMILIES:
-        raise ValueError(f"{directory / CONFIG_FILE}: field 'family'={family!r} not in "
-                         f"{RANKING_FAMILIES}")
-    module = importlib.import_module(f"{__package__}.{family}")
-    cls = getattr(module, str(meta.get("class")), None)
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module) and hasattr(cls, "config_cls")):
-        raise ValueError(f"{directory / CONFIG_FILE}: field 'class'={meta.get('class')!r} "
-                         f"is not a model in {module.__name__}")
-    config = config_from_dict(cls.config_cls, meta["config"])
-    model = cls.from_init_args(meta["n_users"], meta["n_items"], config, meta["init_args"])
-    state = torch.load(directory / STATE_FILE, map_location=map_location, weights_only=True)
-    model.load_state_dict(state)
-    return model.to(map_location).eval()
+    return load_saved(directory, map_location, RANKING_FAMILIES, nn.Module)
