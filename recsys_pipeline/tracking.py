@@ -42,7 +42,8 @@ from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
-from recsys_pipeline.evaluation.selection import Contender, champion_verdict
+from recsys_pipeline.champion import CHAMPION, TAG_SELECTION, promote_if_better  # noqa: F401
+from recsys_pipeline.evaluation.selection import Contender
 from recsys_pipeline.models.base import RatingModel, config_to_dict
 from recsys_pipeline.models.export import PairScorer
 from recsys_pipeline.resources import LakeResource
@@ -59,13 +60,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 DEFAULT_EXPERIMENT = "recsys-pipeline"
-CHAMPION = "champion"
 TRACKING_ENV, REGISTRY_ENV = "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"
 # tags every run carries
 TAG_DAGSTER_RUN = "dagster.run_id"
 TAG_ASSET = "dagster.asset_key"
 TAG_FAMILY = "model.family"
-TAG_SELECTION = "selection_metric"
 SPLIT_TAGS = {name: f"data.{name}_sha256" for name in ("train", "valid", "test")}
 TAG_TRAIN_SHA, TAG_VALID_SHA = SPLIT_TAGS["train"], SPLIT_TAGS["valid"]
 EPOCH_LINE_KEYS = ("train_loss", "valid_loss", "valid_rmse")
@@ -176,31 +175,6 @@ class MlflowResource(dg.ConfigurableResource):
         for run in runs:
             latest.setdefault(run.data.tags.get(TAG_FAMILY, run.info.run_name), run)
         return list(latest.values())
-
-
-def current_champion(client: MlflowClient, name: str) -> tuple[str, Contender] | None:
-    """``(version, contender)`` holding the champion alias of ``name``, or None."""
-    aliases = client.get_registered_model(name).aliases  # alias -> version
-    if CHAMPION not in aliases:
-        return None
-    version = client.get_model_version(name, str(aliases[CHAMPION]))
-    tags = version.tags
-    contender = Contender(tags.get(TAG_SELECTION, ""), float(tags.get("selection_value", "nan")),
-                          tags.get("selection_mode", "min"), tags.get(TAG_VALID_SHA, ""))
-    return str(version.version), contender
-
-
-def promote_if_better(client: MlflowClient, name: str, version: str,
-                      new: Contender) -> tuple[bool, str]:
-    """Tag ``version`` with its selection score and apply the champion rule to it."""
-    for key, value in ((TAG_SELECTION, new.metric), ("selection_value", repr(new.value)),
-                       ("selection_mode", new.mode), (TAG_VALID_SHA, new.valid_sha256)):
-        client.set_model_version_tag(name, version, key, value)
-    current = current_champion(client, name)
-    won, reason = champion_verdict(new, None if current is None else current[1])
-    if won:
-        client.set_registered_model_alias(name, CHAMPION, version)
-    return won, reason
 
 
 def learning_curve_png(history: list[dict[str, float]], title: str, best_epoch: int) -> bytes:

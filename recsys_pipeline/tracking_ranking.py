@@ -21,6 +21,7 @@ import dagster as dg
 import mlflow
 from torch import nn
 
+from recsys_pipeline.champion import promote_if_better
 from recsys_pipeline.evaluation.selection import Contender
 from recsys_pipeline.model_io import ModelIOManager, replace_dir
 from recsys_pipeline.models.base import CONFIG_FILE, STATE_FILE, config_to_dict, save_model
@@ -28,7 +29,6 @@ from recsys_pipeline.models.ranking_base import load_ranking_model
 from recsys_pipeline.tracking import (
     MlflowResource,
     metric_key,
-    promote_if_better,
     registered_name,
     run_row,
     system_params,
