@@ -1,7 +1,9 @@
 """Ingest stage: a MovieLens release (folder or zip) -> canonical, cleaned Parquet tables.
 
 ``raw/movielens_release`` locates (and optionally downloads) the release and records what it
-is; ``clean/<table>`` reads one table of it into the canonical schema and cleans it.
+is, with the new users' files stored under ``<lake>/raw/new_users`` and their hashes;
+``clean/<table>`` reads one table of it into the canonical schema and cleans it
+(``clean/ratings`` appends the recorded new users' ratings first).
 """
 
 from pathlib import Path
@@ -16,6 +18,8 @@ from recsys_pipeline.data.clean import clean_table
 from recsys_pipeline.data.download import download_release
 from recsys_pipeline.data.lake import file_sha256
 from recsys_pipeline.data.movielens import Release, detect_release, read_table
+from recsys_pipeline.data.new_users import describe_new_users, read_new_users
+from recsys_pipeline.data.raw_watch import NEW_USERS_DIR
 from recsys_pipeline.metadata import markdown_table, png_markdown, table_metadata
 from recsys_pipeline.resources import DEFAULT_RELEASE_DIR, LakeResource
 
@@ -32,6 +36,9 @@ class MovielensReleaseConfig(dg.Config):
     release: str = "auto"
     # download the named release into data_lake/raw first if it is not there (needs network)
     download: bool = False
+    # append the new users stored under data_lake/raw/new_users/*.csv (`recsys-pipeline
+    # new-user --persist`) to the release's ratings
+    include_new_users: bool = True
 
 
 def _release_path(config: MovielensReleaseConfig, lake: LakeResource) -> Path:
@@ -54,6 +61,8 @@ def movielens_release(
     source = Path(release.source)
     hashed = [source] if source.is_file() else [source / f for f in release.files.values()]
     described["sha256"] = {p.name: file_sha256(p) for p in hashed}
+    new_users = describe_new_users(lake.raw_dir()) if config.include_new_users else {}
+    described["new_users"] = {"dir": str(lake.raw_dir() / NEW_USERS_DIR), "sha256": new_users}
     context.add_output_metadata({
         "release": release.name,
         "layout": release.layout,
@@ -62,12 +71,32 @@ def movielens_release(
         "rating_scale": str(release.rating_scale.allowed_values()),
         "files": dg.MetadataValue.md(markdown_table(
             [{"file": k, "sha256": v} for k, v in described["sha256"].items()])),
+        "new_user_files": len(new_users),
     })
     return described
 
 
 def _release(described: dict) -> Release:
     return detect_release(described["source"], described["name"])
+
+
+def _with_new_users(raw: pa.Table, release: Release, described: dict
+                    ) -> tuple[pa.Table, dict[str, object]]:
+    """The release's ratings plus the new users' files recorded with the release."""
+    recorded = described.get("new_users", {})
+    names = sorted(recorded.get("sha256", {}))
+    if not names:
+        return raw, {"new_user_files": 0}
+    folder = Path(recorded["dir"])
+    files = [folder / name for name in names]
+    for path in files:
+        if file_sha256(path) != recorded["sha256"][path.name]:
+            raise ValueError(f"{path} changed since raw/movielens_release recorded it; "
+                             "re-materialize raw/movielens_release")
+    added = read_new_users(files, release.rating_scale, raw.column(S.USER_ID))
+    return pa.concat_tables([raw, added.ratings]), {
+        "new_user_files": len(files), "new_users": added.users,
+        "new_user_ratings": added.ratings.num_rows}
 
 
 def _rating_histogram(table: pa.Table, lake: LakeResource) -> dict[str, object]:
@@ -96,8 +125,11 @@ def _clean_asset(name: str, description: str) -> dg.AssetsDefinition:
         release = _release(movielens_release)
         present = name in release.files
         raw = read_table(release, name) if present else S.empty_table(name)
+        extra: dict[str, object] = {}
+        if name == "ratings":
+            raw, extra = _with_new_users(raw, release, movielens_release)
         table, report = clean_table(name, raw)
-        meta = {**table_metadata(table), "present_in_release": present,
+        meta = {**extra, **table_metadata(table), "present_in_release": present,
                 "source_file": release.files.get(name, "(none)"),
                 "dropped": dg.MetadataValue.json(report.dropped), **report.as_dict()}
         if name == "ratings" and table.num_rows:
