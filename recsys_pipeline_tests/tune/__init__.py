@@ -1,0 +1,1 @@
+"""Tests of Optuna hyperparameter tuning: core, asset, MLflow runs and CLI."""
