@@ -1,0 +1,151 @@
+"""``models/tuned_model`` materialized on a tiny prepared lake: MLflow runs, plots, best config,
+registered model; and the CLI's ``tune`` command on the same kind of lake."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from mlflow.tracking import MlflowClient
+
+from recsys_pipeline.assets.ingest import ingest_assets
+from recsys_pipeline.assets.prepare import prepare_assets
+from recsys_pipeline.assets.tune import tune_assets, tune_job, tuned_model
+from recsys_pipeline.cli_tune import add_parser, root_cause
+from recsys_pipeline.models.base import load_model
+from recsys_pipeline.models.mf import MFModel
+from recsys_pipeline.model_io import build_train_resources
+from recsys_pipeline.resources import build_resources
+from recsys_pipeline.tracking import DEFAULT_EXPERIMENT, TAG_DAGSTER_RUN, TAG_FAMILY
+from recsys_pipeline.tuning import SearchSpace
+
+NODE = "models__tuned_model"
+TINY = {"n_trials": 2, "epochs": 1, "batch_size": 128, "embedding_dims": [4, 8],
+        "hidden_choices": [[8]], "tpe_startup_trials": 1}
+
+
+def _materialize(lake: Path, config: dict) -> dg.ExecuteInProcessResult:
+    resources = {**build_resources(str(lake)), **build_train_resources(str(lake))}
+    return dg.materialize([*ingest_assets, *prepare_assets, *tune_assets],
+                          selection=dg.AssetSelection.assets(tuned_model), resources=resources,
+                          run_config=dg.RunConfig({NODE: {"config": config}}),
+                          raise_on_error=False)
+
+
+def _runs(lake: Path) -> tuple[MlflowClient, list]:
+    client = MlflowClient(f"sqlite:///{lake / 'mlflow' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
+    return client, client.search_runs([experiment.experiment_id])
+
+
+def test_tuned_model_writes_parent_and_nested_trial_runs(lake: Path) -> None:
+    result = _materialize(lake, TINY)
+    assert result.success
+    client, runs = _runs(lake)
+    parents = [r for r in runs if r.data.tags.get("tune.role") == "parent"]
+    assert len(parents) == 1
+    parent = parents[0]
+    parent_id = parent.info.run_id
+    trials = [r for r in runs if r.data.tags.get("tune.role") == "trial"]
+    assert sorted(r.data.tags["tune.trial"] for r in trials) == ["0", "1"]
+    for trial in trials:
+        assert trial.data.tags["mlflow.parentRunId"] == parent_id
+        assert trial.data.tags["tune.state"] == "COMPLETE"
+        assert {"lr", "embedding_dim", "l2"} <= set(trial.data.params)
+        assert [m.step for m in client.get_metric_history(trial.info.run_id, "valid_rmse")] \
+            == [1]
+        assert TAG_FAMILY not in trial.data.tags  # never a leaderboard row
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags[TAG_FAMILY] == "mf"
+    assert parent.data.tags[TAG_DAGSTER_RUN] == result.run_id
+    assert parent.data.metrics["n_trials_complete"] == 2.0
+    best_value = min(t.data.metrics["best_valid_rmse"] for t in trials)
+    assert parent.data.metrics["best_valid_rmse"] == pytest.approx(best_value)
+    artifacts = {a.path for a in client.list_artifacts(parent_id, "plots")}
+    assert artifacts == {"plots/optimization_history.png", "plots/param_importances.png"}
+
+    final_id = parent.data.tags["tune.final_run_id"]
+    final = client.get_run(final_id)
+    assert final.data.tags["mlflow.parentRunId"] == parent_id
+    assert final.data.tags["tune.role"] == "final"
+    assert "test_rmse" in final.data.metrics
+    assert parent.data.metrics["test_rmse"] == final.data.metrics["test_rmse"]
+    versions = client.search_model_versions("name = 'recsys-mf'")
+    assert [v.run_id for v in versions] == [final_id]
+    assert client.get_model_version_by_alias("recsys-mf", "champion").run_id == final_id
+
+    best = json.loads((lake / "tuning" / "mf" / "best_config.json").read_text())
+    assert best["mlflow_parent_run_id"] == parent_id
+    assert best["best_valid_rmse"] == pytest.approx(best_value)
+    assert best["model_config"]["n_factors"] == best["best_params"]["embedding_dim"] in (4, 8)
+    assert not list((lake / "tuning" / "mf").glob(".*"))  # no temp file left behind
+
+    model = load_model(lake / "models" / "tuned_model")
+    assert isinstance(model, MFModel) and model.config.n_factors == best["model_config"][
+        "n_factors"]
+    (mat,) = result.asset_materializations_for_node(NODE)
+    meta = mat.metadata
+    assert meta["mlflow_parent_run_id"].value == parent_id
+    assert meta["trials_complete"].value == 2 and meta["trials_pruned"].value == 0
+    assert "data:image/png;base64," in meta["optimization_history"].value
+    assert "data:image/png;base64," in meta["param_importances"].value
+    assert "embedding_dim" in meta["best_params"].value
+
+
+def test_bad_family_fails_the_asset_clearly(lake: Path) -> None:
+    result = _materialize(lake, {**TINY, "model": "bias"})
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert "'bias' cannot be tuned" in root_cause(failure.step_failure_data.error)
+    assert not (lake / "tuning").exists()
+
+
+def test_config_defaults_match_the_core_space() -> None:
+    from recsys_pipeline.assets.tune import TunedModelConfig
+
+    assert TunedModelConfig().to_space() == SearchSpace()
+    assert tune_job.name == "tune_job"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recsys-pipeline")
+    parser.add_argument("--lake")
+    add_parser(parser.add_subparsers(dest="command"))
+    return parser
+
+
+def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        _parser().parse_args(["tune", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--model", "--trials", "--timeout", "--seed", "--epochs", "Optuna"):
+        assert flag in out
+
+
+def test_cli_rejects_bad_flags(lake: Path) -> None:
+    for argv, message in ((["tune", "--model", "popularity"], "closed form"),
+                          (["tune", "--trials", "0"], "--trials 0")):
+        args = _parser().parse_args(["--lake", str(lake), *argv])
+        with pytest.raises(ValueError, match=message):
+            args.func(args)
+    args = _parser().parse_args(["--lake", str(lake / "nowhere"), "tune"])
+    with pytest.raises(FileNotFoundError, match="prepare_job"):
+        args.func(args)
+
+
+def test_cli_tune_prints_the_summary(lake: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = _parser().parse_args(["--lake", str(lake), "tune", "--model", "mlp", "--trials",
+                                 "2", "--epochs", "1", "--seed", "3"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    best = json.loads((lake / "tuning" / "mlp" / "best_config.json").read_text())
+    assert "tuned mlp: 2 trials complete, 0 pruned, 0 failed" in out
+    assert f"MLflow parent run {best['mlflow_parent_run_id']}" in out
+    assert f"best valid RMSE {best['best_valid_rmse']:.4f}" in out
+    assert "test RMSE" in out and "mlflow ui --backend-store-uri sqlite:///" in out
+    assert str(lake / "tuning" / "mlp" / "best_config.json") in out
+    assert best["settings"]["seed"] == 3 and best["family"] == "mlp"
