@@ -1,4 +1,4 @@
-"""Mult-VAE (Liang, Krishnan, Hoffman & Jebara 2018): a VAE with a multinomial likelihood."""
+"""Mult-VAE and Mult-DAE (Liang, Krishnan, Hoffman & Jebara 2018): multinomial likelihood."""
 
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ class MultVAEConfig:
         total_anneal_steps: Optimizer steps over which β rises linearly from 0 to 1
             (then capped at ``anneal_cap``).
         seed: Seeds the weight init.
+        variational: False gives the paper's Mult-DAE: the encoder outputs the code itself
+            (no sampling, no KL term; ``anneal_*`` unused), a denoising autoencoder with the
+            same multinomial likelihood.
     """
 
     hidden: tuple[int, ...] = (600,)
@@ -34,6 +37,7 @@ class MultVAEConfig:
     anneal_cap: float = 0.2
     total_anneal_steps: int = 200_000
     seed: int = 0
+    variational: bool = True
 
     def __post_init__(self) -> None:
         if self.latent <= 0 or any(h <= 0 for h in self.hidden):
@@ -55,7 +59,8 @@ class MultVAEModel(FoldInModel):
     ``−Σ_i x_i log π_i(z) + β · KL(q(z|x) ‖ N(0, I))``, ``z = μ + σ ⊙ ε``, with
     ``β = min(anneal_cap, step / total_anneal_steps)`` and
     ``KL = ½ Σ_d (σ_d² + μ_d² − 1 − log σ_d²)``. Scores of a (folded-in) user are the decoder
-    logits ``f(μ(x / ‖x‖₂))``: the mean code, no dropout.
+    logits ``f(μ(x / ‖x‖₂))``: the mean code, no dropout. With ``variational=False``
+    (Mult-DAE) the encoder gives ``μ`` only and the loss is the multinomial term alone.
     """
 
     family: ClassVar[str] = "multvae"
@@ -65,7 +70,7 @@ class MultVAEModel(FoldInModel):
                  history_nnz: int = 0) -> None:
         super().__init__(n_users, n_items, config or MultVAEConfig(), history_nnz)
         cfg = self.config
-        enc = [n_items, *cfg.hidden, 2 * cfg.latent]
+        enc = [n_items, *cfg.hidden, (2 if cfg.variational else 1) * cfg.latent]
         dec = [cfg.latent, *reversed(cfg.hidden), n_items]
         self.encoder = _stack(enc)
         self.decoder = _stack(dec)
@@ -74,13 +79,15 @@ class MultVAEModel(FoldInModel):
         for layer in (*self.encoder, *self.decoder):
             init_linear(layer, gen)
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(μ, log σ²)`` of ``q(z|x)``; dropout applies in training mode.  # [B, d] x 2"""
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(μ, log σ²)`` of ``q(z|x)`` (DAE: ``(code, None)``); dropout in training.  # [B, d]"""
         h = self.input_dropout(F.normalize(x, dim=1))
         for i, layer in enumerate(self.encoder):
             h = layer(h)
             if i < len(self.encoder) - 1:
                 h = torch.tanh(h)
+        if not self.config.variational:
+            return h, None
         mu, logvar = h.chunk(2, dim=1)
         return mu, logvar
 
@@ -109,6 +116,8 @@ class MultVAEModel(FoldInModel):
         """
         (x,) = batch
         mu, logvar = self.encode(x)
+        if logvar is None:  # Mult-DAE
+            return -(F.log_softmax(self.decode(mu), dim=1) * x).sum(1).mean()
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)  # ε from the seeded stream
         log_pi = F.log_softmax(self.decode(z), dim=1)
         nll = -(log_pi * x).sum(1).mean()

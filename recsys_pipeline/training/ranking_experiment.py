@@ -180,7 +180,8 @@ def run_fold_in(model: nn.Module, mats: SplitMatrices, columns: np.ndarray,
     ks = tuple(k for k in ks if k <= columns.size)
     vf, vh = mats.fold_in_pair("valid")
     tf, th = mats.fold_in_pair("test")
-    history, best, secs = _fit(model, CSRTensors.from_scipy(mats.binary["train"]),
+    # batches come from the train users only: the held-out users' rows here are empty
+    history, best, secs = _fit(model, CSRTensors.from_scipy(mats.binary["train"]).nonempty(),
                                lambda m: evaluate_fold_in(m, vf, vh, ks), config, on_epoch)
     outcome = RankingOutcome(model, evaluate_fold_in(model, vf, vh, ks),
                              evaluate_fold_in(model, tf, th, ks), history, best, secs)

@@ -121,6 +121,22 @@ class TestMultVAE(FoldInContract):
         return fit_gradient(MultVAEModel(N_USERS, N_ITEMS, config), blocks, epochs=60)
 
 
+class TestMultDAE(FoldInContract):
+    def fit_model(self, blocks: Blocks) -> FoldInModel:
+        config = MultVAEConfig(hidden=(), latent=8, dropout=0.2, variational=False, seed=4)
+        return fit_gradient(MultVAEModel(N_USERS, N_ITEMS, config), blocks, epochs=60)
+
+    def test_has_no_variance_head_and_no_kl(self, fitted: FoldInModel, blocks: Blocks) -> None:
+        assert fitted.encoder[-1].out_features == 8  # the code only, no log σ² half
+        x = CSRTensors.from_scipy(blocks.train).dense_rows(torch.arange(4))
+        fitted.eval()
+        mu, logvar = fitted.encode(x)
+        logits = fitted.decode(mu)
+        nll = -(torch.log_softmax(logits, 1) * x).sum(1).mean()
+        assert logvar is None  # the loss is the multinomial term alone, whatever the step
+        torch.testing.assert_close(fitted.training_loss((x,), step=10_000), nll)
+
+
 class TestAutoEncoderImplicit(FoldInContract):
     config: ClassVar = AutoEncoderConfig(hidden=(32, 16), dropout=0.2, unobserved_weight=0.2,
                                          clamp=False, seed=4)

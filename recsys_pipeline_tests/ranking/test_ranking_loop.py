@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import scipy.sparse as sp
 import torch
 
 from recsys_pipeline.evaluation.strong import evaluate_fold_in
@@ -77,3 +78,22 @@ def test_bad_monitor_and_empty_data_raise(blocks: Blocks) -> None:
         fit_ranking(MultVAEModel(N_USERS, N_ITEMS, VAE), TensorBatches(torch.zeros(0, 3)))
     with pytest.raises(ValueError, match="patience"):
         RankingTrainConfig(patience=0)
+
+
+def test_nonempty_rows_batch_only_rows_with_entries() -> None:
+    # rows 1 and 3 are empty, as the held-out users' rows of a strong-generalization train
+    # matrix are: epochs must draw rows 0, 2, 4 only, while the full matrix stays the history
+    dense = torch.tensor([[1.0, 0, 1], [0, 0, 0], [0, 1, 0], [0, 0, 0], [1, 1, 0]])
+    csr = CSRTensors.from_scipy(sp.csr_matrix(dense.numpy()))
+    assert len(csr) == 5
+    live = csr.nonempty()
+    assert len(live) == 3 and live.n_rows == 5
+    (batch,) = live.batch(torch.tensor([2, 0, 1]))
+    torch.testing.assert_close(batch, dense[[4, 0, 2]])
+    moved = live.to("cpu")
+    assert len(moved) == 3 and torch.equal(moved.active, torch.tensor([0, 2, 4]))
+    model = MultVAEModel(5, 3, MultVAEConfig(hidden=(4,), latent=2, seed=0))
+    result = fit_ranking(model, live, None, RankingTrainConfig(
+        epochs=1, batch_size=2, monitor="train_loss", mode="min", device="cpu"))
+    assert result.steps == 2  # ceil(3 live rows / 2), not ceil(5 / 2)
+    assert model.history().n_rows == 5  # every user's row is still kept for scoring
