@@ -59,14 +59,21 @@ def new_files(previous: Mapping[str, int], current: Mapping[str, int]) -> list[s
     return sorted(p for p, mtime in current.items() if previous.get(p) != mtime)
 
 
+def _record(raw_dir: str | os.PathLike[str]) -> dict:
+    record = Path(raw_dir) / RELEASE_RECORD
+    return json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
+
+
 def ingested_source(raw_dir: str | os.PathLike[str]) -> Path | None:
     """The release last ingested into the lake (``source`` of ``raw/movielens_release.json``),
     None when nothing was ingested yet."""
-    record = Path(raw_dir) / RELEASE_RECORD
-    if not record.is_file():
-        return None
-    source = json.loads(record.read_text(encoding="utf-8")).get("source")
+    source = _record(raw_dir).get("source")
     return Path(source) if source else None
+
+
+def ingested_release_name(raw_dir: str | os.PathLike[str]) -> str:
+    """The official name of the release last ingested (``""`` when nothing was ingested)."""
+    return str(_record(raw_dir).get("name", ""))
 
 
 def release_source(raw_dir: str | os.PathLike[str], rel: str) -> Path | None:

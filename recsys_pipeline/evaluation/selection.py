@@ -1,15 +1,21 @@
-"""Comparing trained models: the champion rule and the leaderboard table (plain Python/pyarrow).
+"""Comparing trained models: the champion gate and the leaderboard table (plain Python/pyarrow).
 
-**Champion rule.** Each model family keeps one champion. A new model takes the title when
+**Champion gate.** Each model family keeps one champion. A challenger (every newly trained
+version, e.g. from a retraining run) takes the title when
 
 1. the family has no champion yet, or
-2. the champion was validated on other data (its validation-split hash differs: the data
-   moved on, the old score is not comparable, and the champion follows the newest data), or
-3. the champion was selected by another metric (not comparable either), or
-4. both were validated on the same data and the new model's selection metric is strictly
-   better (lower valid RMSE; higher valid NDCG@K for a pure ranker).
+2. both were measured on the same validation data with the same selection metric and the
+   challenger is better by more than ``margin`` (lower valid RMSE by more than the margin;
+   higher valid NDCG@K for a pure ranker); with ``margin=0`` strictly better, so a tie keeps
+   the champion.
 
-Otherwise the champion stays; a tie keeps it.
+When the scores are not comparable (the champion was measured on other validation data and
+could not be re-scored on the challenger's, or by another metric), ``when_incomparable``
+decides: ``"keep"`` (the default: a model never replaces one it was not shown to beat) or
+``"promote"`` (follow the newest data). The orchestration layer (``champion.py``) re-scores
+the champion on the challenger's validation rows before it comes to that, and lets a model
+trained on another MovieLens release take over (the champion's ids mean other people and
+movies there).
 """
 
 from __future__ import annotations
@@ -63,21 +69,45 @@ class Contender:
     valid_sha256: str
 
 
-def champion_verdict(new: Contender, current: Contender | None) -> tuple[bool, str]:
+INCOMPARABLE_POLICIES = ("keep", "promote")
+
+
+def champion_verdict(new: Contender, current: Contender | None, margin: float = 0.0,
+                     when_incomparable: str = "keep") -> tuple[bool, str]:
     """Whether ``new`` replaces ``current`` as champion (rules in the module docstring).
+
+    Args:
+        new: The challenger.
+        current: The champion (None: there is none).
+        margin: How much better (in the metric's units, >= 0) the challenger must be.
+        when_incomparable: ``"keep"`` or ``"promote"`` when the scores are not comparable.
 
     Returns:
         ``(takes_title, reason)``.
     """
+    if margin < 0 or not math.isfinite(margin):
+        raise ValueError(f"champion margin must be a finite number >= 0, got {margin!r}")
+    if when_incomparable not in INCOMPARABLE_POLICIES:
+        raise ValueError(f"when_incomparable={when_incomparable!r}: expected one of "
+                         f"{', '.join(INCOMPARABLE_POLICIES)}")
     if current is None:
         return True, "no champion yet"
+    why = None
     if current.valid_sha256 != new.valid_sha256:
-        return True, "the champion was validated on other data"
-    if current.metric != new.metric:
-        return True, f"the champion was selected by {current.metric}, not {new.metric}"
-    if is_better(new.value, current.value, new.mode):
-        return True, f"{new.metric} {new.value:.4f} beats the champion's {current.value:.4f}"
-    return False, f"{new.metric} {new.value:.4f} does not beat the champion's {current.value:.4f}"
+        why = "the champion was validated on other data"
+    elif current.metric != new.metric:
+        why = f"the champion was selected by {current.metric}, not {new.metric}"
+    if why is not None:
+        if when_incomparable == "promote":
+            return True, f"{why} (not comparable; policy: promote)"
+        return False, f"{why} (not comparable; policy: keep the champion)"
+    sign = -1.0 if new.mode == "min" else 1.0
+    target = current.value + sign * margin  # what the challenger must strictly beat
+    by = f" by more than {margin:g}" if margin else ""
+    if is_better(new.value, target, new.mode) and is_better(new.value, current.value, new.mode):
+        return True, f"{new.metric} {new.value:.4f} beats the champion's {current.value:.4f}{by}"
+    return False, (f"{new.metric} {new.value:.4f} does not beat the champion's "
+                   f"{current.value:.4f}{by}")
 
 
 def _present(row: Mapping[str, Any], key: str) -> bool:

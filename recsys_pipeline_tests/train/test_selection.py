@@ -24,11 +24,12 @@ A, B = "a" * 64, "b" * 64
      "does not beat"),
     (Contender("rmse", 0.90, "min", A), Contender("rmse", 0.90, "min", A), False,
      "does not beat"),  # a tie keeps the champion
-    (Contender("rmse", 1.50, "min", B), Contender("rmse", 0.90, "min", A), True, "other data"),
+    (Contender("rmse", 1.50, "min", B), Contender("rmse", 0.90, "min", A), False,
+     "other data (not comparable; policy: keep"),
     (Contender("ndcg@10", 0.30, "max", A), Contender("ndcg@10", 0.20, "max", A), True, "beats"),
     (Contender("ndcg@10", 0.10, "max", A), Contender("ndcg@10", 0.20, "max", A), False,
      "does not beat"),
-    (Contender("rmse", 0.9, "min", A), Contender("ndcg@10", 0.2, "max", A), True,
+    (Contender("rmse", 0.9, "min", A), Contender("ndcg@10", 0.2, "max", A), False,
      "selected by ndcg@10"),
     (Contender("rmse", math.nan, "min", A), Contender("rmse", 0.9, "min", A), False,
      "does not beat"),
@@ -36,6 +37,29 @@ A, B = "a" * 64, "b" * 64
 def test_champion_verdict(new, current, wins, reason) -> None:
     won, why = champion_verdict(new, current)
     assert won is wins and reason in why
+
+
+@pytest.mark.parametrize(("value", "margin", "wins"), [
+    (0.885, 0.01, True), (0.895, 0.01, False), (0.890, 0.01, False), (0.899, 0.0, True),
+])
+def test_the_challenger_must_beat_the_champion_by_the_margin(value, margin, wins) -> None:
+    won, why = champion_verdict(Contender("rmse", value, "min", A),
+                                Contender("rmse", 0.90, "min", A), margin=margin)
+    assert won is wins
+    assert ("by more than 0.01" in why) is (margin == 0.01)
+    won, _ = champion_verdict(Contender("ndcg@10", 0.90 - value + 0.90, "max", A),
+                              Contender("ndcg@10", 0.90, "max", A), margin=margin)
+    assert won is wins  # mirrored for a metric where higher is better
+
+
+def test_incomparable_scores_follow_the_policy() -> None:
+    new, old = Contender("rmse", 1.5, "min", B), Contender("rmse", 0.9, "min", A)
+    assert champion_verdict(new, old, when_incomparable="promote") == (
+        True, "the champion was validated on other data (not comparable; policy: promote)")
+    with pytest.raises(ValueError, match="when_incomparable='sometimes'"):
+        champion_verdict(new, old, when_incomparable="sometimes")
+    with pytest.raises(ValueError, match="margin must be a finite number >= 0"):
+        champion_verdict(new, old, margin=-0.1)
 
 
 def test_is_better_rejects_unknown_mode() -> None:

@@ -1,0 +1,109 @@
+"""The champion gate: margin, re-scoring on changed data, another release, and its evidence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from recsys_pipeline.champion import CHAMPION, TAG_RELEASE
+from recsys_pipeline.evaluation.rating import predict
+from recsys_pipeline.evaluation.rescore import pair_metric
+from recsys_pipeline.models.mf import MFConfig
+from recsys_pipeline.tracking import (
+    TAG_DAGSTER_RUN,
+    TAG_FAMILY,
+    TAG_TRAIN_SHA,
+    TAG_VALID_SHA,
+    MlflowResource,
+    train_and_track,
+)
+from recsys_pipeline.training.experiment import ExperimentData
+from recsys_pipeline.training.loop import TrainConfig
+
+GOOD = TrainConfig(epochs=6, batch_size=64, lr=0.03, device="cpu")
+BAD = TrainConfig(epochs=1, batch_size=64, lr=1e-4, device="cpu")
+
+
+class _Log:
+    def info(self, line: str) -> None:
+        pass
+
+
+def _maps(data: ExperimentData, user_offset: int = 1000, shifted_users: int = 0
+          ) -> dict[str, pa.Table]:
+    users = np.arange(data.n_users) + user_offset
+    users[:shifted_users] += 100_000  # ids the other model never saw
+    return {"user_map": pa.table({"user_idx": pa.array(range(data.n_users), pa.int32()),
+                                  "user_id": pa.array(users, pa.int32())}),
+            "item_map": pa.table({"item_idx": pa.array(range(data.n_items), pa.int32()),
+                                  "item_id": pa.array(np.arange(data.n_items) + 5000, pa.int32()),
+                                  "title": pa.array([None] * data.n_items, pa.string())})}
+
+
+def _train(tracker: MlflowResource, data: ExperimentData, loop: TrainConfig, valid_sha: str,
+           release: str = "ml-latest-small", maps: dict | None = None):
+    tags = {TAG_DAGSTER_RUN: "r", TAG_FAMILY: "mf", TAG_TRAIN_SHA: "t" * 64,
+            TAG_VALID_SHA: valid_sha, TAG_RELEASE: release}
+    return train_and_track(tracker, _Log(), name="mf_model", data=data,
+                           model_config=MFConfig(n_factors=4, l2=0.01, seed=3),
+                           train_config=loop, tags=tags, id_maps=maps or _maps(data))
+
+
+def _champion_version(tracker: MlflowResource) -> str:
+    return str(tracker.client().get_model_version_by_alias("recsys-mf", CHAMPION).version)
+
+
+def test_margin_keeps_a_champion_that_is_only_slightly_worse(tracker, planted_data) -> None:
+    first = _train(tracker, planted_data, BAD, "A")
+    better = _train(tracker, planted_data, GOOD, "A")
+    assert first.champion and better.champion  # margin 0: strictly better wins
+    gap = first.gate.challenger_value - better.gate.challenger_value
+    assert gap > 0
+    demanding = MlflowResource(lake=tracker.lake, champion_margin=gap * 2)
+    again = _train(demanding, planted_data, GOOD, "A")  # equal to the champion: needs > 2*gap
+    assert not again.champion and f"by more than {gap * 2:g}" in again.champion_reason
+    assert _champion_version(tracker) == better.registered_version
+    tags = tracker.client().get_run(again.run_id).data.tags
+    assert tags["champion.decision"] == "kept" and float(tags["champion.margin"]) == gap * 2
+    assert float(tags["champion.champion_value"]) == pytest.approx(better.result.valid["rmse"])
+    assert float(tags["champion.challenger_value"]) == pytest.approx(again.result.valid["rmse"])
+    assert tags["champion.champion_valid_sha256"] == "A"
+    assert tags["champion.champion_version"] == better.registered_version
+
+
+def test_on_changed_data_the_champion_is_rescored_on_the_rows_it_knows(tracker, planted_data):
+    champion = _train(tracker, planted_data, GOOD, "A")
+    # new validation data: 12 users the champion never saw, a worse challenger
+    maps = _maps(planted_data, shifted_users=12)
+    worse = _train(tracker, planted_data, BAD, "B", maps=maps)
+    gate = worse.gate
+    known = ~np.isin(planted_data.valid.users.numpy(), np.arange(12))
+    assert gate.compared_rows == int(known.sum()) < len(planted_data.valid)
+    assert not worse.champion and gate.reason.startswith(
+        f"on the {gate.compared_rows} of {len(planted_data.valid)} validation rows")
+    assert gate.champion_value < gate.challenger_value
+    # the champion's value is its RMSE on exactly those rows
+    rows = planted_data.valid.subset(torch.from_numpy(np.flatnonzero(known)))
+    expected = pair_metric(predict(champion.result.model.cpu(), rows), rows.ratings, "rmse")
+    assert gate.champion_value == pytest.approx(expected, rel=1e-5)
+    assert _champion_version(tracker) == champion.registered_version
+
+    better = _train(tracker, planted_data, GOOD, "C", maps=maps)
+    assert better.champion is (better.gate.challenger_value < better.gate.champion_value)
+
+
+def test_a_model_of_another_release_takes_over(tracker, planted_data) -> None:
+    _train(tracker, planted_data, GOOD, "A")
+    other = _train(tracker, planted_data, BAD, "B", release="ml-1m")
+    assert other.champion and "trained on ml-latest-small, the challenger on ml-1m" in \
+        other.champion_reason
+    assert _champion_version(tracker) == other.registered_version
+
+
+def test_bad_gate_settings_are_refused(tracker) -> None:
+    with pytest.raises(ValueError, match="champion_when_incomparable='maybe'"):
+        MlflowResource(lake=tracker.lake, champion_when_incomparable="maybe").gate_policy()
+    with pytest.raises(ValueError, match="champion_margin=-1"):
+        MlflowResource(lake=tracker.lake, champion_margin=-1.0).gate_policy()
