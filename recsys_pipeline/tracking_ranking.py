@@ -33,6 +33,7 @@ from recsys_pipeline.tracking import (
     run_row,
     system_params,
 )
+from recsys_pipeline.tracking_export import lake_ids, log_exports
 from recsys_pipeline.training.ranking_experiment import SELECTION_METRIC, RankingOutcome
 from recsys_pipeline.training.ranking_loop import RankingTrainConfig
 
@@ -139,6 +140,8 @@ def train_and_track_ranking(
         with tempfile.TemporaryDirectory() as tmp:
             save_model(outcome.model, tmp)  # type: ignore[arg-type]
             mlflow.log_artifacts(tmp, "model")
+        log_exports(outcome.model, *lake_ids(tracker.lake.path(), outcome.model),
+                    onnx=tracker.log_onnx, log=log)
         valid = outcome.valid.get(SELECTION_METRIC, float("nan"))
         version, won, reason = _register(tracker, run.info.run_id, family, valid,
                                          tags.get(TAG_RANKING_VALID_SHA, ""))

@@ -70,8 +70,10 @@ def test_one_run_holds_params_metrics_artifacts_and_a_loadable_model(
     assert metrics["test_rmse"] == pytest.approx(tracked.result.test["rmse"])
     assert metrics["test_ndcg_at_10"] == pytest.approx(tracked.result.test["ndcg@10"])
     assert metrics["best_valid_rmse"] == pytest.approx(tracked.result.valid["rmse"])
-    assert len(log.lines) == 4 and log.lines[0].startswith("mf_model epoch 1: train_loss=")
+    assert len(log.lines) == 5 and log.lines[0].startswith("mf_model epoch 1: train_loss=")
     assert "samples/s" in log.lines[0]
+    assert log.lines[4].startswith("export: ONNX max |diff|")  # tracking_export.log_exports
+    assert run.data.tags["export.onnx_opset"] == "18"
     artifacts = {a.path for d in ("plots", "id_maps") for a in client.list_artifacts(
         tracked.run_id, d)}
     assert artifacts == {"plots/learning_curve.png", "id_maps/user_map.parquet"}
