@@ -52,7 +52,9 @@ def run_config(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--timeout {args.timeout} must be > 0 seconds")
     config = {"model": args.model, "n_trials": args.trials, "timeout_s": args.timeout,
               "seed": args.seed, "epochs": args.epochs}
-    return {"ops": {NODE: {"config": config}}}
+    # INFO: the per-trial and per-epoch lines, without Dagster's DEBUG event stream
+    return {"ops": {NODE: {"config": config}},
+            "loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def _check_lake(lake: Path) -> None:
@@ -79,17 +81,17 @@ def execute_tune_job(lake: str, config: dict[str, Any]) -> Any:
     """
     import dagster as dg
 
-    from recsys_pipeline.assets.ranking import ranking_resources
-    from recsys_pipeline.assets.tune import tune_job, tuned_model
-    from recsys_pipeline.definitions import all_assets
+    from recsys_pipeline.assets.ingest import ingest_assets
+    from recsys_pipeline.assets.prepare import prepare_assets
+    from recsys_pipeline.assets.tune import tune_assets, tune_job
     from recsys_pipeline.model_io import build_train_resources
     from recsys_pipeline.resources import build_resources
 
-    upstream = [a for a in all_assets if tuned_model.key not in a.keys]
+    # the upstream assets are there only to be read from the lake (the job selects "tune")
     defs = dg.Definitions(
-        assets=[*upstream, tuned_model], jobs=[tune_job], executor=dg.in_process_executor,
-        resources={**build_resources(lake), **build_train_resources(lake),
-                   **ranking_resources(lake)})
+        assets=[*ingest_assets, *prepare_assets, *tune_assets], jobs=[tune_job],
+        executor=dg.in_process_executor,
+        resources={**build_resources(lake), **build_train_resources(lake)})
     job = defs.resolve_job_def("tune_job")
     instance = (dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME")
                 else dg.DagsterInstance.ephemeral())

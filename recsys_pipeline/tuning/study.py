@@ -171,19 +171,20 @@ def _objective(data: ExperimentData, family: str, space: SearchSpace, settings: 
                     raise optuna.TrialPruned(f"trial {trial.number} pruned at epoch {epoch}: "
                                              f"valid_rmse={metrics['valid_rmse']:.4f}")
 
+            pruned: optuna.TrialPruned | None = None
             try:
                 model = build_model(model_config, data.n_users, data.n_items, data.item_features)
                 fitted = fit(model, data.train, data.valid, settings.train_config(params), report)
-            except optuna.TrialPruned:
-                outcome.state = PRUNED
+            except optuna.TrialPruned as exc:
+                outcome.state, pruned = PRUNED, exc
             except ValueError as exc:  # e.g. a diverging learning rate: that trial fails
                 outcome.state, outcome.error = FAIL, str(exc)
                 raise
             else:
                 outcome.state, outcome.value = COMPLETE, fitted.best_metric
                 outcome.best_epoch = fitted.best_epoch
-        if outcome.state == PRUNED:
-            raise optuna.TrialPruned(f"trial {trial.number} pruned")
+        if pruned is not None:  # raised only now, so the tracking scope ended normally
+            raise pruned
         trial.set_user_attr("best_epoch", outcome.best_epoch)
         return float(outcome.value)  # type: ignore[arg-type]
 

@@ -15,9 +15,9 @@ from recsys_pipeline.assets.ingest import ingest_assets
 from recsys_pipeline.assets.prepare import prepare_assets
 from recsys_pipeline.assets.tune import tune_assets, tune_job, tuned_model
 from recsys_pipeline.cli_tune import add_parser, root_cause
+from recsys_pipeline.model_io import build_train_resources
 from recsys_pipeline.models.base import load_model
 from recsys_pipeline.models.mf import MFModel
-from recsys_pipeline.model_io import build_train_resources
 from recsys_pipeline.resources import build_resources
 from recsys_pipeline.tracking import DEFAULT_EXPERIMENT, TAG_DAGSTER_RUN, TAG_FAMILY
 from recsys_pipeline.tuning import SearchSpace
