@@ -105,7 +105,8 @@ def _trial_scope(name: str, log: Any, experiment_id: str, tags: Mapping[str, str
                                         "best_epoch": float(outcome.best_epoch)})
                 if outcome.error:
                     mlflow.set_tag("tune.error", outcome.error[:5000])
-                log.info(f"{run_name}: {outcome.state} value={outcome.value} {outcome.params}")
+                value = "" if outcome.value is None else f" best valid_rmse={outcome.value:.4f}"
+                log.info(f"{run_name}: {outcome.state}{value} {outcome.params}")
 
     return scope
 
