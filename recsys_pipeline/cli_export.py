@@ -1,0 +1,120 @@
+"""``recsys-pipeline export`` and ``recsys-pipeline project``: a trained model as ONNX, and its
+item embeddings in 2-D, from the lake (the MLflow champion, ``--model NAME`` or ``--run-id``).
+
+* ``export`` writes ``model.onnx`` (``PairScorer``: input ``pairs`` int64 ``[batch, 2]`` of
+  ``user_idx, item_idx`` → ``scores`` float32 ``[batch]``, opset 18), the id maps
+  (``user_map.parquet``, ``item_map.parquet``: original MovieLens id of each index) and
+  ``export.json`` + ``README.txt`` saying so; the folder is written aside and renamed into
+  place. It prints onnxruntime's max abs difference from torch on a batch of pairs.
+* ``project`` writes ``vectors.tsv`` + ``metadata.tsv`` (TensorBoard Embedding Projector),
+  ``projection.parquet`` and the PCA / t-SNE plots (``assets.project.write_item_projection``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+README = """{name}: {family} model exported to ONNX (opset {opset}) by recsys-pipeline export.
+
+model.onnx   input  "pairs"  int64   [batch, 2]  columns user_idx, item_idx
+             output "scores" float32 [batch]     {what}
+user_map.parquet / item_map.parquet: user_idx -> user_id, item_idx -> item_id (MovieLens ids)
+
+import onnxruntime as ort
+session = ort.InferenceSession("model.onnx")
+scores = session.run(["scores"], {{"pairs": pairs}})[0]
+
+onnxruntime vs torch on {n_pairs} pairs: max abs difference {diff:.3g}
+"""
+
+
+def export_model(served: object, out: str | Path) -> tuple[Path, float]:
+    """Write the export folder ``out`` for a ``ServingModel`` (see the module doc).
+
+    Returns:
+        ``(folder, max abs difference onnxruntime vs torch)``.
+    """
+    from recsys_pipeline.data.encode import save_id_maps
+    from recsys_pipeline.model_io import replace_dir
+    from recsys_pipeline.serving.onnx_export import random_pairs
+    from recsys_pipeline.tracking_export import onnx_export_checked
+
+    model, out = served.model, Path(out)  # type: ignore[attr-defined]
+    data, diff, info = onnx_export_checked(model)
+    info.update({"model": served.name, "source": served.source,  # type: ignore[attr-defined]
+                 "predicts_ratings": bool(model.predicts_ratings),
+                 "id_maps": ["user_map.parquet", "item_map.parquet"]})
+    what = "predicted ratings" if model.predicts_ratings else "ranking scores (higher = better)"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    (tmp / "model.onnx").write_bytes(data)
+    save_id_maps(served.maps, tmp)  # type: ignore[attr-defined]
+    (tmp / "export.json").write_text(json.dumps(info, indent=2) + "\n")
+    (tmp / "README.txt").write_text(README.format(
+        name=info["model"], family=model.family, opset=info["opset"], what=what,
+        n_pairs=len(random_pairs(model)), diff=diff))
+    tmp.chmod(0o755)
+    replace_dir(tmp, out)
+    return out, diff
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from recsys_pipeline.cli import _serving_model
+
+    served = _serving_model(args)
+    out = Path(args.out) if args.out else Path(args.lake) / "exports" / served.name
+    folder, diff = export_model(served, out)
+    print(f"ONNX (opset 18): {folder / 'model.onnx'}; id maps and export.json beside it")
+    print(f"max abs difference onnxruntime vs torch: {diff:.3g}")
+    return 0
+
+
+def _cmd_project(args: argparse.Namespace) -> int:
+    from recsys_pipeline.assets.project import write_item_projection
+    from recsys_pipeline.cli import _serving_model
+
+    served = _serving_model(args)
+    out = (Path(args.out) if args.out
+           else Path(args.lake) / "reports" / "item_projection" / served.name)
+    result = write_item_projection(args.lake, served, out, tuple(args.methods),
+                                   args.tsne_max_items, args.perplexity, args.seed)
+    variance = ", ".join(f"{v:.1%}" for v in result.explained_variance)
+    print(f"{result.n_items} items projected (t-SNE on {result.n_tsne_items}); PCA explains "
+          f"{variance} of the variance")
+    print(f"Embedding Projector files: {out / 'vectors.tsv'}, {out / 'metadata.tsv'}")
+    for method in result.pngs:
+        print(f"{method} plot: {out / f'{method}.png'}")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add the ``export`` and ``project`` subcommands to ``recsys-pipeline``'s parser."""
+    from recsys_pipeline.cli import _add_model_args
+
+    e = sub.add_parser("export", help="a trained model's scorer as ONNX, checked against torch",
+                       description="Export the model's pair scorer to ONNX (opset 18), check it "
+                                   "with onnxruntime against torch on a batch, and write it "
+                                   "with the id maps and export.json / README.txt.")
+    e.add_argument("--out", metavar="DIR",
+                   help="target folder (default: <lake>/exports/<model>)")
+    _add_model_args(e)
+    e.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("project", help="item embeddings in 2-D (PCA, t-SNE) by genre",
+                       description="Project the model's item embeddings with PCA and t-SNE, "
+                                   "plot them by primary genre and write vectors.tsv + "
+                                   "metadata.tsv for the TensorBoard Embedding Projector.")
+    p.add_argument("--out", metavar="DIR",
+                   help="target folder (default: <lake>/reports/item_projection/<model>)")
+    p.add_argument("--tsne-max-items", type=int, default=2000,
+                   help="t-SNE on at most this many (most-rated) items; 0 = PCA only "
+                        "(default: 2000)")
+    p.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity")
+    p.add_argument("--seed", type=int, default=0, help="seed of PCA's solver and t-SNE")
+    p.add_argument("--methods", nargs="+", default=["pca", "tsne"], choices=["pca", "tsne"],
+                   help="projections to compute (default: pca tsne)")
+    _add_model_args(p)
+    p.set_defaults(func=_cmd_project)
