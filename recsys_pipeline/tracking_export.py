@@ -28,11 +28,13 @@ to the run: ``runs:/<run>/model`` stays the registered one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,7 @@ ONNX_DIR = "onnx"
 PYFUNC_DIR = "original_ids_model"
 MODEL_DIR, USERS_FILE, ITEMS_FILE = "model", "users.parquet", "items.parquet"
 ROWS_INPUT = "rows"
+PROGRESS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 ATOL = onnx_export.ATOL
 SKIP_REASON = ("sequence model: scores the next item of a sequence, has no user index, so no "
                "user_id/item_id scorer or pair graph is exported")
@@ -204,6 +207,19 @@ def _requirements(*packages: str) -> list[str]:
     return [f"{p}=={version(p).split('+')[0]}" for p in ("mlflow", *packages)]
 
 
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    saved = os.environ.get(PROGRESS_ENV)
+    os.environ[PROGRESS_ENV] = "false"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(PROGRESS_ENV, None)
+        else:
+            os.environ[PROGRESS_ENV] = saved
+
+
 def _id_table(ids: np.ndarray, column: str) -> pa.Table:
     return pa.table({column: pa.array(np.asarray(ids, dtype=np.int64))})
 
@@ -233,9 +249,11 @@ def log_original_ids_model(model: nn.Module, user_ids: np.ndarray, item_ids: np.
         (root / "loader.py").write_text(LOADER)
         artifacts = {k: str(root / k) for k in (MODEL_DIR, USERS_FILE, ITEMS_FILE)}
         folder = root / PYFUNC_DIR
-        mlflow.pyfunc.save_model(str(folder), python_model=str(root / "loader.py"),
-                                 artifacts=artifacts, signature=signature,
-                                 pip_requirements=_requirements("torch", "pyarrow", "pandas"))
+        with _no_progress_bars():  # save_model "downloads" each local artifact with a bar
+            mlflow.pyfunc.save_model(str(folder), python_model=str(root / "loader.py"),
+                                     artifacts=artifacts, signature=signature,
+                                     pip_requirements=_requirements("torch", "pyarrow",
+                                                                    "pandas"))
         mlflow.log_artifacts(str(folder), PYFUNC_DIR)
 
 
