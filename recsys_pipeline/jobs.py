@@ -7,6 +7,8 @@ from recsys_pipeline.assets.ingest import GROUP as INGEST
 from recsys_pipeline.assets.prepare import GROUP as PREPARE
 from recsys_pipeline.assets.train import GROUP as TRAIN
 from recsys_pipeline.assets.train import TRAIN_PRESETS
+from recsys_pipeline.assets.tune import GROUP as TUNE
+from recsys_pipeline.assets.tune import tune_job
 
 ingest_job = dg.define_asset_job(
     "ingest_job",
@@ -42,8 +44,10 @@ serve_job = dg.define_asset_job(
 
 full_pipeline_job = dg.define_asset_job(
     "full_pipeline_job",
-    selection=dg.AssetSelection.all(),
-    description="Every asset, raw files to the last stage, with every check.",
+    selection=dg.AssetSelection.all() - dg.AssetSelection.groups(TUNE),
+    description="Every asset, raw files to the last stage, with every check (tuning is "
+                "tune_job's: a search is started on purpose, not on every retrain).",
 )
 
-all_jobs = [ingest_job, prepare_job, train_job, train_full_job, serve_job, full_pipeline_job]
+all_jobs = [ingest_job, prepare_job, train_job, train_full_job, serve_job, full_pipeline_job,
+            tune_job]

@@ -12,10 +12,11 @@ pickle; input: an int64 ``[n, 2]`` array of ``(user_idx, item_idx)``, output: ``
 scores), registered as a new version of ``recsys-<family>``. Tags carry the Dagster run id
 and the SHA-256 of the split files. A run whose training raises ends as FAILED.
 
-The champion alias (``champion`` on ``recsys-<family>``) moves by the rule documented in
-``evaluation.selection``: to a new version when the family has no champion, when the champion
-was validated on other data (another ``data.valid_sha256``), or when the new version's
-validation metric is strictly better on the same data.
+The champion alias (``champion`` on ``recsys-<family>``) moves by the gate of ``champion.py``:
+a new version takes it when the family has none, when the champion was trained on another
+release, or when it beats the champion on the same validation data (the champion re-scored
+on the new validation rows when the data moved on) by more than the resource's
+``champion_margin``; the decision and its evidence are the run's ``champion.*`` tags.
 """
 
 import contextlib
@@ -42,8 +43,18 @@ from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
-from recsys_pipeline.champion import CHAMPION, TAG_SELECTION, promote_if_better  # noqa: F401
-from recsys_pipeline.evaluation.selection import Contender
+from recsys_pipeline.champion import (  # noqa: F401 (CHAMPION, promote_if_better: re-exported)
+    CHAMPION,
+    TAG_RELEASE,
+    TAG_SELECTION,
+    GateDecision,
+    GatePolicy,
+    gate,
+    promote_if_better,
+    rating_rescorer,
+)
+from recsys_pipeline.data.encode import IdMaps
+from recsys_pipeline.evaluation.selection import INCOMPARABLE_POLICIES, Contender
 from recsys_pipeline.models.base import RatingModel, config_to_dict
 from recsys_pipeline.models.export import PairScorer
 from recsys_pipeline.resources import LakeResource
@@ -96,10 +107,26 @@ class MlflowResource(dg.ConfigurableResource):
     artifact_location: str = ""
     # register each logged model as a version of recsys-<family> and move its champion alias
     register_models: bool = True
+    # champion gate: a new version takes the champion alias only when its validation metric
+    # beats the champion's on the same data by more than this (metric units; 0 = strictly)
+    champion_margin: float = 0.0
+    # when scores cannot be compared (ranking metric on changed data): "keep" or "promote"
+    champion_when_incomparable: str = "keep"
     # also log each model's ONNX export (checked against torch with onnxruntime; about 1 s
     # per demo model on a 2-core CPU) beside its original-id pyfunc; needs onnx, onnxscript
     # and onnxruntime (a run without them tags export.onnx_skipped)
     log_onnx: bool = True
+
+    def gate_policy(self) -> GatePolicy:
+        """The champion gate's settings (validated)."""
+        if self.champion_when_incomparable not in INCOMPARABLE_POLICIES:
+            raise ValueError(f"mlflow resource: champion_when_incomparable="
+                             f"{self.champion_when_incomparable!r}, expected one of "
+                             f"{', '.join(INCOMPARABLE_POLICIES)}")
+        if not self.champion_margin >= 0:
+            raise ValueError(f"mlflow resource: champion_margin={self.champion_margin!r} must "
+                             "be >= 0")
+        return GatePolicy(self.champion_margin, self.champion_when_incomparable)
 
     def resolved_tracking_uri(self) -> str:
         """The tracking URI in effect (see the field comments for the order)."""
@@ -167,7 +194,7 @@ class MlflowResource(dg.ConfigurableResource):
             yield mlflow.get_run(active.info.run_id)
 
     def latest_runs(self, train_sha256: str) -> list[Run]:
-        """Latest FINISHED run of each model family trained on the given train split."""
+        """Latest FINISHED run of each model asset (else family) trained on this train split."""
         experiment_id = self.experiment_id(create=False)
         if experiment_id is None:
             return []
@@ -178,7 +205,8 @@ class MlflowResource(dg.ConfigurableResource):
             order_by=["attributes.start_time DESC"], max_results=5000)
         latest: dict[str, Run] = {}
         for run in runs:
-            latest.setdefault(run.data.tags.get(TAG_FAMILY, run.info.run_name), run)
+            tags = run.data.tags  # one row per asset (models/tuned_model beside models/mf_model)
+            latest.setdefault(tags.get(TAG_ASSET) or tags.get(TAG_FAMILY, run.info.run_name), run)
         return list(latest.values())
 
 
@@ -304,6 +332,7 @@ class TrackedRun:
         champion: Whether this version took the champion alias.
         champion_reason: Why it did or did not.
         learning_curve: The learning-curve PNG (None when there is no epoch history).
+        gate: The champion gate's decision and evidence (None when not registered).
     """
 
     result: ExperimentResult
@@ -313,6 +342,7 @@ class TrackedRun:
     champion: bool
     champion_reason: str
     learning_curve: bytes | None
+    gate: GateDecision | None = None
 
 
 def train_and_track(
@@ -365,13 +395,22 @@ def train_and_track(
         registered = registered_name(result.model.family) if tracker.register_models else None
         model_uri, version = log_pair_model(result.model, example, registered)
         log_exports(result.model, *map_ids(id_maps), onnx=tracker.log_onnx, log=log)
-        won, reason = False, "not registered"
+        decision = None
         if registered is not None and version is not None:
             contender = Contender(result.selection_metric, result.valid[result.selection_metric],
                                   result.selection_mode, tags.get(TAG_VALID_SHA, ""))
-            won, reason = promote_if_better(tracker.client(), registered, version, contender)
-        mlflow.set_tags({"champion": str(won).lower(), "champion_reason": reason})
-        return TrackedRun(result, run.info.run_id, model_uri, version, won, reason, curve)
+            rescore = None if not {"user_map", "item_map"} <= set(id_maps or {}) else \
+                rating_rescorer(
+                result.model, data.valid, IdMaps(id_maps["user_map"], id_maps["item_map"]),
+                tracker.resolved_tracking_uri())
+            decision = gate(tracker.client(), registered, version, contender,
+                            tracker.gate_policy(), tags.get(TAG_RELEASE, ""), rescore)
+        mlflow.set_tags(decision.tags() if decision else
+                        {"champion": "false", "champion_reason": "not registered"})
+        won, reason = (decision.promoted, decision.reason) if decision else (False,
+                                                                             "not registered")
+        return TrackedRun(result, run.info.run_id, model_uri, version, won, reason, curve,
+                          decision)
 
 
 LEADERBOARD_EXTRAS = ("best_valid_rmse", "best_valid_ndcg_at_10", "best_epoch", "train_seconds")

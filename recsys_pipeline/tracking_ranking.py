@@ -21,7 +21,8 @@ import dagster as dg
 import mlflow
 from torch import nn
 
-from recsys_pipeline.champion import promote_if_better
+from recsys_pipeline.champion import TAG_RELEASE, GateDecision, gate
+from recsys_pipeline.data.raw_watch import ingested_release_name
 from recsys_pipeline.evaluation.selection import Contender
 from recsys_pipeline.model_io import ModelIOManager, replace_dir
 from recsys_pipeline.models.base import CONFIG_FILE, STATE_FILE, config_to_dict, save_model
@@ -99,22 +100,26 @@ class TrackedRanking:
     registered_version: str | None
     champion: bool
     champion_reason: str
+    gate: GateDecision | None = None
 
 
 def _register(tracker: MlflowResource, run_id: str, family: str, valid: float,
-              valid_sha: str) -> tuple[str | None, bool, str]:
+              valid_sha: str) -> tuple[str, GateDecision] | None:
     """Register ``runs:/<run>/model`` as a version of ``recsys-<family>``; apply the
-    champion rule on the validation NDCG@10 (higher is better)."""
+    champion gate on the validation NDCG@10 (higher is better; no re-scoring, so changed
+    validation data follows the resource's ``champion_when_incomparable``)."""
     if not tracker.register_models:
-        return None, False, "not registered"
+        return None
     client, name = tracker.client(), registered_name(family)
     if not client.search_registered_models(filter_string=f"name = '{name}'"):
         client.create_registered_model(name)
     version = str(client.create_model_version(
         name, f"{mlflow.get_artifact_uri()}/model", run_id=run_id).version)
+    release = ingested_release_name(tracker.lake.raw_dir())
+    if release:
+        mlflow.set_tag(TAG_RELEASE, release)
     contender = Contender(SELECTION_METRIC, valid, "max", valid_sha)
-    won, reason = promote_if_better(client, name, version, contender)
-    return version, won, reason
+    return version, gate(client, name, version, contender, tracker.gate_policy(), release)
 
 
 def train_and_track_ranking(
@@ -143,10 +148,15 @@ def train_and_track_ranking(
         log_exports(outcome.model, *lake_ids(tracker.lake.path(), outcome.model),
                     onnx=tracker.log_onnx, log=log)
         valid = outcome.valid.get(SELECTION_METRIC, float("nan"))
-        version, won, reason = _register(tracker, run.info.run_id, family, valid,
-                                         tags.get(TAG_RANKING_VALID_SHA, ""))
-        mlflow.set_tags({"champion": str(won).lower(), "champion_reason": reason})
-        return TrackedRanking(outcome, run.info.run_id, version, won, reason)
+        registered = _register(tracker, run.info.run_id, family, valid,
+                               tags.get(TAG_RANKING_VALID_SHA, ""))
+        if registered is None:
+            mlflow.set_tags({"champion": "false", "champion_reason": "not registered"})
+            return TrackedRanking(outcome, run.info.run_id, None, False, "not registered")
+        version, decision = registered
+        mlflow.set_tags(decision.tags())
+        return TrackedRanking(outcome, run.info.run_id, version, decision.promoted,
+                              decision.reason, decision)
 
 
 def ranking_rows(tracker: MlflowResource, train_sha256: str) -> list[dict[str, Any]]:

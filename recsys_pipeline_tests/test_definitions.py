@@ -6,13 +6,14 @@ import dagster as dg
 
 from recsys_pipeline.data.lake import read_parquet
 from recsys_pipeline.definitions import all_assets, all_checks, defs
+from recsys_pipeline.jobs import full_pipeline_job
 
 
 def test_definitions_load_and_resolve():
     repo = defs.get_repository_def()
     assert {j.name for j in repo.get_all_jobs()} >= {
         "ingest_job", "prepare_job", "train_job", "train_full_job", "serve_job",
-        "full_pipeline_job"}
+        "full_pipeline_job", "tune_job"}
     schedule = defs.get_schedule_def("retrain_schedule")
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     assert schedule.job_name == "full_pipeline_job"
@@ -30,7 +31,7 @@ def test_definitions_load_and_resolve():
 
 
 def test_full_pipeline_job_end_to_end(tmp_lake, lake_resources, tiny_release):
-    job = dg.define_asset_job("full", selection=dg.AssetSelection.all())
+    job = dg.define_asset_job("full", selection=full_pipeline_job.selection)
     test_defs = dg.Definitions(assets=all_assets, asset_checks=all_checks, jobs=[job],
                                resources=lake_resources, executor=dg.in_process_executor)
     run_config = {"ops": {"raw__movielens_release": {"config": {"path": str(tiny_release)}}}}

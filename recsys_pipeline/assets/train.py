@@ -13,6 +13,7 @@ from recsys_pipeline.assets.prepare import PREFIX as PREPARED
 from recsys_pipeline.assets.prepare import split_key
 from recsys_pipeline.data.item_features import item_side_features
 from recsys_pipeline.data.lake import file_sha256
+from recsys_pipeline.data.raw_watch import ingested_release_name
 from recsys_pipeline.data.validate import Finding
 from recsys_pipeline.metadata import findings_result, markdown_table, png_markdown
 from recsys_pipeline.model_io import DeviceResource
@@ -29,6 +30,7 @@ from recsys_pipeline.tracking import (
     TAG_ASSET,
     TAG_DAGSTER_RUN,
     TAG_FAMILY,
+    TAG_RELEASE,
     MlflowResource,
     TrackedRun,
     train_and_track,
@@ -170,6 +172,8 @@ def _metadata(tracked: TrackedRun, hashes: dict[str, str]) -> dict[str, object]:
         **{f"test_{k.replace('@', '_at_')}": round(result.test[k], 4) for k in keys},
         "train_sha256": hashes["train"],
     }
+    if tracked.gate is not None:
+        meta.update(tracked.gate.metadata())
     if tracked.learning_curve is not None:
         meta["learning_curve"] = png_markdown(tracked.learning_curve, "learning curve")
     return meta
@@ -185,6 +189,7 @@ def _train(context: dg.AssetExecutionContext, model_config: object, loop: TrainC
     hashes = split_hashes(lake)
     tags = {TAG_DAGSTER_RUN: context.run_id, TAG_ASSET: context.asset_key.to_user_string(),
             TAG_FAMILY: MODEL_CLASSES[type(model_config)].family,
+            TAG_RELEASE: ingested_release_name(lake.raw_dir()),
             **{SPLIT_TAGS[name]: h for name, h in hashes.items()}}
     split_params = {f"data.split.{k}": v
                     for k, v in inputs["split_report"].get("config", {}).items()}
