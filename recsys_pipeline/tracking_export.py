@@ -252,6 +252,9 @@ def log_original_ids_model(model: nn.Module, user_ids: np.ndarray, item_ids: np.
         with _no_progress_bars():  # save_model "downloads" each local artifact with a bar
             mlflow.pyfunc.save_model(str(folder), python_model=str(root / "loader.py"),
                                      artifacts=artifacts, signature=signature,
+                                     input_example=pd.DataFrame({
+                                         S.USER_ID: np.asarray(user_ids[:2], np.int64),
+                                         S.ITEM_ID: np.asarray(item_ids[:2], np.int64)}),
                                      pip_requirements=_requirements("torch", "pyarrow",
                                                                     "pandas"))
         mlflow.log_artifacts(str(folder), PYFUNC_DIR)
