@@ -83,10 +83,13 @@ class AutoEncoderModelConfig(_RankingLoopConfig):
     hidden: list[int] = [256, 64]  # encoder widths; the last is the code
     dropout: float = 0.5  # dropout on the code
     unobserved_weight: float = 0.1  # weight of unobserved entries as zero targets
+    constrained: bool = False  # tie the decoder weights to the encoder's (transposed)
+    refeed: bool = False  # dense re-feeding: also fit f(f(x)) to f(x)
 
     def to_core(self) -> AutoEncoderConfig:
         return AutoEncoderConfig(hidden=tuple(self.hidden), dropout=self.dropout,
-                                 unobserved_weight=self.unobserved_weight, clamp=False,
+                                 unobserved_weight=self.unobserved_weight,
+                                 constrained=self.constrained, refeed=self.refeed, clamp=False,
                                  seed=self.seed)
 
 
@@ -99,11 +102,14 @@ class MultVAEModelConfig(_RankingLoopConfig):
     latent: int = 200  # latent dimension
     anneal_cap: float = 0.2  # largest KL weight β
     total_anneal_steps: int = 500  # steps for β to reach the cap
+    dropout: float = 0.5  # dropout on the normalised input
+    variational: bool = True  # False: Mult-DAE (no sampling, no KL term)
 
     def to_core(self) -> MultVAEConfig:
         return MultVAEConfig(hidden=tuple(self.hidden), latent=self.latent,
-                             anneal_cap=self.anneal_cap,
-                             total_anneal_steps=self.total_anneal_steps, seed=self.seed)
+                             dropout=self.dropout, anneal_cap=self.anneal_cap,
+                             total_anneal_steps=self.total_anneal_steps, seed=self.seed,
+                             variational=self.variational)
 
 
 class EASEModelConfig(dg.Config):
@@ -312,3 +318,30 @@ def two_tower_model(context: dg.AssetExecutionContext, config: TwoTowerModelConf
 
 ranking_model_assets = [autoencoder_model, multvae_model, ease_model, gru4rec_model,
                         sasrec_model, cooccurrence_model, two_tower_model]
+
+
+# Run configs (``define_asset_job(..., config=RANKING_PRESETS["full"])``, or merged into
+# ``TRAIN_PRESETS["full"]["ops"]``; the same dict as YAML under ``ops:``). The Config defaults
+# above are the "demo" preset. "full" holds the settings bench/ranking_bench.py chose on the
+# validation users / validation targets of ml-latest-small (bench/README.md, ranking section);
+# early stopping needs longer patience there, validating every second epoch.
+_FOLD_IN_LONGER = {"epochs": 400, "patience": 20, "eval_every": 2}
+_NEXT_LONGER = {"epochs": 40, "patience": 8}
+RANKING_PRESETS: dict[str, dict] = {
+    "demo": {"ops": {}},
+    "full": {"ops": {
+        "models__autoencoder_model": {"config": {
+            **_FOLD_IN_LONGER, "batch_size": 128, "hidden": [512, 128], "dropout": 0.5,
+            "unobserved_weight": 0.2, "constrained": True, "refeed": True}},
+        "models__multvae_model": {"config": {
+            **_FOLD_IN_LONGER, "batch_size": 64, "lr": 1e-3, "hidden": [], "latent": 200,
+            "anneal_cap": 0.2, "total_anneal_steps": 2000}},
+        "models__ease_model": {"config": {"l2": 200.0}},
+        "models__gru4rec_model": {"config": {
+            **_NEXT_LONGER, "batch_size": 64, "lr": 3e-3, "embedding_dim": 64, "hidden": 128,
+            "dropout": 0.2, "loss": "sampled", "n_negatives": 512}},
+        "models__sasrec_model": {"config": {
+            **_NEXT_LONGER, "batch_size": 64, "lr": 3e-3, "max_len": 50, "dim": 64,
+            "n_blocks": 2, "dropout": 0.2, "loss": "sampled", "n_negatives": 512}},
+    }},
+}

@@ -159,3 +159,41 @@ def test_held_out_counts_clamp_on_small_data(n_users: int, asked: tuple, expecte
 def test_held_out_counts_names_too_few_users() -> None:
     with pytest.raises(ValueError, match="only 2 user"):
         held_out_counts(2, StrongGenSpec())
+
+
+def test_ranking_presets_are_valid_run_configs(tmp_path) -> None:
+    from recsys_pipeline.assets.train import TRAIN_PRESETS
+    from recsys_pipeline.assets.train_ranking import (
+        RANKING_PRESETS,
+        AutoEncoderModelConfig,
+        GRU4RecModelConfig,
+        MultVAEModelConfig,
+        SASRecModelConfig,
+    )
+    from recsys_pipeline.model_io import build_train_resources
+    from recsys_pipeline.resources import build_resources
+
+    job = dg.define_asset_job("ranking_job", selection=[*ranking_assets])
+    root = str(tmp_path / "lake")
+    defs = dg.Definitions(assets=[*ingest_assets, *prepare_assets, *ranking_assets],
+                          jobs=[job], resources={**build_resources(root),
+                                                 **build_train_resources(root),
+                                                 **ranking_resources(root)})
+    resolved = defs.resolve_job_def("ranking_job")
+    assert set(RANKING_PRESETS) == {"demo", "full"}
+    for preset in RANKING_PRESETS.values():
+        dg.validate_run_config(resolved, preset)
+    # the full preset merges with TRAIN_PRESETS["full"] into one run config (no shared op)
+    full = RANKING_PRESETS["full"]["ops"]
+    assert not set(full) & set(TRAIN_PRESETS["full"]["ops"])
+    assert {f"models__{m}_model" for m in ("autoencoder", "multvae", "gru4rec",
+                                           "sasrec")} <= set(full)
+    # each model section builds its core config (so the values pass the model's own checks)
+    for name, cls in (("autoencoder", AutoEncoderModelConfig), ("multvae", MultVAEModelConfig),
+                      ("gru4rec", GRU4RecModelConfig), ("sasrec", SASRecModelConfig)):
+        config = cls(**full[f"models__{name}_model"]["config"])
+        config.to_core()
+        assert config.loop("cpu").epochs > cls().epochs  # trains longer than the demo
+    with pytest.raises(dg.DagsterInvalidConfigError, match="hiden"):
+        dg.validate_run_config(resolved, {"ops": {"models__autoencoder_model": {
+            "config": {"hiden": [8]}}}})
