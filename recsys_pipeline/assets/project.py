@@ -39,6 +39,7 @@ from recsys_pipeline.tracking import TAG_ASSET, MlflowResource
 GROUP = "project"
 REPORTS = "reports"
 METHODS = ("pca", "tsne")
+LABELS = {"pca": "PCA", "tsne": "t-SNE"}
 TAG_SOURCE_RUN = "source.run_id"
 TAG_SOURCE_MODEL = "source.model"
 
@@ -91,7 +92,7 @@ def write_item_projection(lake: str | Path, served: ServingModel, out: str | Pat
                             _train_counts(lake, served.maps.n_items), seed, perplexity)
     variance = PCA(n_components=2, random_state=seed).fit(vectors).explained_variance_ratio_
     placed = table.num_rows - table.column("tsne_x").null_count
-    pngs = {m: scatter_png(table, f"{m}_x", f"{m}_y", f"{served.name}: {m.upper()} of item "
+    pngs = {m: scatter_png(table, f"{m}_x", f"{m}_y", f"{served.name}: {LABELS[m]} of item "
                            "embeddings") for m in methods if m == "pca" or placed}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
