@@ -80,6 +80,40 @@ def test_default_model_is_the_best_validated_champion(lake):
     assert lm.resolve_model(lake).name == min(best, key=best.get)
 
 
+def test_default_serves_the_champions_weights_not_a_kept_out_challenger(lake):
+    from recsys_pipeline.models.base import save_model
+
+    name = lm.champion_model_name(lake)
+    folder = lake / "models" / name
+    original = {k: v.clone() for k, v in lm.load_lake_model(lake, name).state_dict().items()}
+    challenger = lm.load_lake_model(lake, name)
+    with torch.no_grad():  # a retrain the gate kept out wrote its weights to the lake folder
+        for p in challenger.parameters():
+            p.add_(1.0)
+    save_model(challenger, folder)
+    try:
+        served = lm.resolve_model(lake)
+        assert served.name == name and served.source.startswith("mlflow run ")
+        for key, value in served.model.state_dict().items():
+            torch.testing.assert_close(value, original[key], rtol=0, atol=0)
+        assert served.maps.n_users == lm.load_maps(lake).n_users
+    finally:
+        restored = lm.load_lake_model(lake, name)
+        restored.load_state_dict(original)
+        save_model(restored, folder)
+
+
+def test_seen_items_follow_the_served_maps_through_original_ids(lake):
+    maps = lm.load_maps(lake)
+    seen = lm.load_seen(lake, maps)
+    train = lm.load_split(lake, "train")
+    user_idx = int(maps.to_user_idx(np.array([3]))[0])
+    expected = set(maps.to_item_idx(train.filter(pc.equal(train[S.USER_ID], 3))
+                                    .column(S.ITEM_ID).to_numpy()).tolist())
+    got = seen.indices[seen.indptr[user_idx]:seen.indptr[user_idx + 1]]
+    assert set(got.tolist()) == expected and len(got) == len(expected)
+
+
 def test_default_model_without_mlflow_is_mf(lake, tmp_path):
     missing = f"sqlite:///{tmp_path / 'none.db'}"
     assert lm.champion_model_name(lake, missing) is None

@@ -4,12 +4,18 @@ A model is picked in one of three ways (:func:`resolve_model`):
 
 * by name: a folder under ``<lake>/models/`` (``mf`` and ``mf_model`` both mean
   ``models/mf_model/``);
-* by MLflow run id: the weights logged in that run (its ``model.pt2`` graph's state dict) are
-  loaded into a model built from the lake folder of the run's asset (same class, sizes and
-  constructor extras), so every serving function works on it unchanged;
+* by MLflow run id: the model logged in that run, with the run's own id maps: its
+  ``original_ids_model/artifacts/model`` folder (``config.json`` + ``state_dict.pt``) and
+  ``id_maps/`` (runs logged before the export existed: the ``model.pt2`` graph's state dict
+  loaded into a model built from the lake folder of the run's asset, with the lake's maps);
 * by default: among the families' registered ``champion`` versions, the one with the lowest
-  ``best_valid_rmse`` (its asset's lake folder), else ``mf_model``. Popularity has no RMSE and
-  is never the default.
+  ``best_valid_rmse``, loaded from its run as above, so a challenger the champion gate kept
+  out is never served even though its weights sit in the lake folder; else ``mf_model``.
+  Popularity has no RMSE and is never the default.
+
+Seen items (never recommended back) come from the lake's training split translated through
+original ids into the served model's index space, so a champion trained on older data
+serves correctly on the current lake.
 
 mlflow is imported only inside the functions that need it (run ids, champion lookup).
 """
@@ -19,14 +25,17 @@ from __future__ import annotations
 import logging
 import math
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import torch
 
+from recsys_pipeline import schema as S
 from recsys_pipeline.data.encode import IdMaps, load_id_maps
 from recsys_pipeline.data.lake import read_parquet
+from recsys_pipeline.evaluation.rescore import known_pairs
 from recsys_pipeline.evaluation.topk import ItemSets
 from recsys_pipeline.models.base import CONFIG_FILE, RatingModel, load_model
 from recsys_pipeline.serving.recommend import batch_top_k, seen_items, top_k_table
@@ -45,6 +54,8 @@ SELECTION_METRIC = "best_valid_rmse"
 ASSET_TAG = "dagster.asset_key"  # tracking.TAG_ASSET, e.g. "models/mf_model"
 PT2_FILE = "data/model.pt2"  # where mlflow.pytorch (pt2 format) keeps the graph
 PAIR_PREFIX = "model."  # PairScorer holds the rating model as its ``model`` submodule
+RUN_MODEL_DIR = "original_ids_model/artifacts/model"  # tracking_export: config + state dict
+RUN_MAPS_DIR = "id_maps"  # tracking.train_and_track: user_map / item_map
 
 
 @dataclass(frozen=True)
@@ -109,8 +120,13 @@ def load_split(lake: str | os.PathLike[str], split: str) -> pa.Table:
 
 
 def load_seen(lake: str | os.PathLike[str], maps: IdMaps) -> ItemSets:
-    """Each user's items in the training split: never recommended back to them."""
-    return seen_items(load_split(lake, "train"), maps.n_users)
+    """Each user's items in the lake's training split, in the index space of ``maps``
+    (through original ids; rows of users or items ``maps`` lacks are left out): never
+    recommended back to them."""
+    train = load_split(lake, "train")
+    mask, users, items = known_pairs(train.column(S.USER_ID).to_numpy(),
+                                     train.column(S.ITEM_ID).to_numpy(), maps)
+    return seen_items(pa.table({S.USER_IDX: users, S.ITEM_IDX: items}), maps.n_users)
 
 
 def default_tracking_uri(lake: str | os.PathLike[str]) -> str:
@@ -126,11 +142,18 @@ def champion_model_name(lake: str | os.PathLike[str], tracking_uri: str | None =
 
     Returns:
         E.g. ``mf_model``; None when there is no MLflow store in the lake (and no
-        ``$MLFLOW_TRACKING_URI``), no champion with an RMSE, or its folder is missing.
+        ``$MLFLOW_TRACKING_URI``) or no champion with an RMSE.
 
     Raises:
         ValueError: The store exists but cannot be read.
     """
+    found = _best_champion(lake, tracking_uri)
+    return None if found is None else found[0]
+
+
+def _best_champion(lake: str | os.PathLike[str], tracking_uri: str | None
+                   ) -> tuple[str, str] | None:
+    """``(lake folder name, run id)`` of the best champion (see :func:`champion_model_name`)."""
     uri = tracking_uri or default_tracking_uri(lake)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         return None
@@ -141,13 +164,13 @@ def champion_model_name(lake: str | os.PathLike[str], tracking_uri: str | None =
     except MlflowException as exc:
         raise ValueError(f"cannot read the champions from MLflow at {uri} ({exc}); "
                          "name a model instead") from exc
-    on_lake = set(lake_model_names(lake))
-    best = min(((rmse, name) for rmse, name in found if name in on_lake), default=None)
-    return None if best is None else best[1]
+    best = min(found, default=None)
+    return None if best is None else (best[1], best[2])
 
 
-def _champions(uri: str) -> list[tuple[float, str]]:
-    """``(best_valid_rmse, lake folder name)`` of each family's champion that has an RMSE."""
+def _champions(uri: str) -> list[tuple[float, str, str]]:
+    """``(best_valid_rmse, lake folder name, run id)`` of each family's champion with an
+    RMSE."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri, uri)
@@ -161,17 +184,27 @@ def _champions(uri: str) -> list[tuple[float, str]]:
         rmse = run.data.metrics.get(SELECTION_METRIC, math.nan)
         if math.isfinite(rmse):
             out.append((rmse, model_folder_name(run.data.tags.get(ASSET_TAG,
-                                                                  run.info.run_name or ""))))
+                                                                  run.info.run_name or "")),
+                        run.info.run_id))
     return out
 
 
 def load_run_model(lake: str | os.PathLike[str], run_id: str,
                    tracking_uri: str | None = None) -> tuple[str, RatingModel]:
-    """``(lake folder name, model)`` with the weights logged in MLflow run ``run_id``.
+    """``(lake folder name, model)`` logged in MLflow run ``run_id`` (see :func:`load_run`)."""
+    name, model, _ = load_run(lake, run_id, tracking_uri)
+    return name, model
 
-    The run's ``dagster.asset_key`` tag names the lake folder whose ``config.json`` gives the
+
+def load_run(lake: str | os.PathLike[str], run_id: str, tracking_uri: str | None = None
+             ) -> tuple[str, RatingModel, IdMaps]:
+    """``(lake folder name, model, id maps)`` logged in MLflow run ``run_id``.
+
+    The run's ``original_ids_model/artifacts/model`` folder gives architecture and weights
+    (``torch.load(weights_only=True)``) and its ``id_maps/`` the maps. Older runs without it:
+    the run's ``dagster.asset_key`` tag names the lake folder whose ``config.json`` gives the
     architecture; the weights come from the run's pt2 graph (``torch.export.load``, no
-    pickle) and must match it exactly (``load_state_dict(strict=True)``).
+    pickle) and must match it exactly; the maps are the lake's.
 
     Raises:
         ValueError: Unknown run, a run without a logged model, or weights of another shape.
@@ -190,6 +223,20 @@ def load_run_model(lake: str | os.PathLike[str], run_id: str,
     if not outputs or ASSET_TAG not in run.data.tags:
         raise ValueError(f"MLflow run {run_id} has no logged model or no {ASSET_TAG} tag")
     name = model_folder_name(run.data.tags[ASSET_TAG])
+    logged = {a.path for a in client.list_artifacts(run_id, RUN_MODEL_DIR.rsplit("/", 1)[0])}
+    has_maps = {a.path for a in client.list_artifacts(run_id, RUN_MAPS_DIR)} >= {
+        f"{RUN_MAPS_DIR}/user_map.parquet", f"{RUN_MAPS_DIR}/item_map.parquet"}
+    if RUN_MODEL_DIR in logged and has_maps:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=RUN_MODEL_DIR, dst_path=tmp, tracking_uri=uri)
+            model = load_model(folder, map_location="cpu")
+            maps = load_id_maps(mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=RUN_MAPS_DIR, dst_path=tmp, tracking_uri=uri))
+        if (maps.n_users, maps.n_items) != (model.n_users, model.n_items):
+            raise ValueError(f"MLflow run {run_id}: id maps of {maps.n_users} users x "
+                             f"{maps.n_items} items, model of {model.n_users} x {model.n_items}")
+        return name, model.eval(), maps
     model = load_lake_model(lake, name)
     location = client.get_logged_model(outputs[0].model_id).artifact_location
     path = mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/{PT2_FILE}",
@@ -201,7 +248,7 @@ def load_run_model(lake: str | os.PathLike[str], run_id: str,
     except RuntimeError as exc:
         raise ValueError(f"MLflow run {run_id}: its weights do not fit the architecture of "
                          f"{Path(lake) / MODELS_DIR / name}: {exc}") from exc
-    return name, model.eval()
+    return name, model.eval(), load_maps(lake)
 
 
 def resolve_model(lake: str | os.PathLike[str], name: str | None = None,
@@ -214,16 +261,19 @@ def resolve_model(lake: str | os.PathLike[str], name: str | None = None,
     """
     if name and run_id:
         raise ValueError("give a model name or an MLflow run id, not both")
+    if not name and not run_id:
+        champion = _best_champion(lake, tracking_uri)
+        if champion is not None:
+            run_id = champion[1]
     if run_id:
-        folder, model = load_run_model(lake, run_id, tracking_uri)
+        folder, model, maps = load_run(lake, run_id, tracking_uri)
         source = f"mlflow run {run_id}"
     else:
-        folder = model_folder_name(name) if name else (
-            champion_model_name(lake, tracking_uri) or DEFAULT_MODEL)
+        folder = model_folder_name(name) if name else DEFAULT_MODEL
         model = load_lake_model(lake, folder)
-        source = str(Path(lake) / MODELS_DIR / folder)
+        source, maps = str(Path(lake) / MODELS_DIR / folder), load_maps(lake)
     logger.info("serving %s from %s", folder, source)
-    return ServingModel(folder, model, load_maps(lake), source)
+    return ServingModel(folder, model, maps, source)
 
 
 def lake_top_k(lake: str | os.PathLike[str], name: str, k: int,
