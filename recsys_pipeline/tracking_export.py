@@ -57,6 +57,8 @@ logger = logging.getLogger(__name__)
 ONNX_DIR = "onnx"
 PYFUNC_DIR = "original_ids_model"
 MODEL_DIR, USERS_FILE, ITEMS_FILE = "model", "users.parquet", "items.parquet"
+# where the model folder lands inside the run (serving.lake_models.RUN_MODEL_DIR reads it)
+PYFUNC_MODEL_PATH = f"{PYFUNC_DIR}/artifacts/{MODEL_DIR}"
 ROWS_INPUT = "rows"
 PROGRESS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 ATOL = onnx_export.ATOL

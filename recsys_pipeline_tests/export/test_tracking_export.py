@@ -19,6 +19,7 @@ from recsys_pipeline.models.cooccurrence import CooccurrenceConfig, Cooccurrence
 from recsys_pipeline.tracking_export import (
     ONNX_DIR,
     PYFUNC_DIR,
+    PYFUNC_MODEL_PATH,
     SKIP_REASON,
     lake_ids,
     log_exports,
@@ -85,6 +86,8 @@ def test_pyfunc_scores_original_ids_like_torch(world: World, tracker, family: st
     assert run.data.tags["export.onnx_opset"] == "18"
     assert float(run.data.params["export.onnx_max_abs_diff"]) < 1e-4
     assert {a.path for a in client.list_artifacts(run_id)} == {ONNX_DIR, PYFUNC_DIR}
+    assert {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(
+        run_id, PYFUNC_MODEL_PATH)} == {"config.json", "state_dict.pt"}
     rng = np.random.default_rng(3)
     u, i = rng.integers(0, len(USER_IDS), 50), rng.integers(0, len(ITEM_IDS), 50)
     with tracker.activated():
