@@ -7,8 +7,9 @@ save_model`` into a temp folder, then ``log_artifacts``), so they add no second 
 to the run: ``runs:/<run>/model`` stays the registered one.
 
 * ``onnx/`` (``mlflow.onnx`` flavor): the scoring function, checked with onnxruntime against
-  torch on a batch before it is logged (max abs difference < ``ATOL``; param
-  ``export.onnx_max_abs_diff``, tag ``export.onnx_opset``). Rating models and two-tower:
+  torch on a batch before it is logged (max abs difference < ``ATOL``: metric
+  ``onnx_max_abs_diff``, tag ``export.onnx_opset``; ``onnx/export.json`` names opset, inputs
+  and outputs). Rating models and two-tower:
   ``models.export.PairScorer``, input ``pairs`` int64 ``[batch, 2]`` (``user_idx, item_idx``)
   → ``scores`` float32 ``[batch]``. Fold-in models (autoencoder, Mult-VAE, EASE): input
   ``rows`` float32 ``[batch, n_items]`` (a user's interaction row over the model's item
@@ -17,8 +18,11 @@ to the run: ``runs:/<run>/model`` stays the registered one.
   DataFrame with ``user_id, item_id`` (original MovieLens ids) and returns one float32 score
   per row (the predicted rating for rating models); **a pair with an id the model does not
   know scores NaN** (batch scoring of mixed rows must not fail as a whole). The folder holds
-  ``model/`` (``config.json`` + ``state_dict.pt``), ``users.parquet`` / ``items.parquet``
-  (original id of each model index, in index order) and the loader script.
+  ``artifacts/model/`` (``config.json`` + ``state_dict.pt``), ``artifacts/users.parquet`` /
+  ``items.parquet`` (original id of each model index, in index order) and the loader script,
+  which imports this package: serve it where recsys-pipeline is installed, e.g.
+  ``mlflow models predict -m runs:/<run>/original_ids_model -i in.csv -t csv
+  --env-manager local``.
 * Sequence models (GRU4Rec, SASRec, co-occurrence) are skipped (tag ``export.skipped``):
   they score the next item of an item sequence and have no user index, so neither a
   ``user_id, item_id`` pyfunc nor a pair graph describes them.
@@ -197,6 +201,7 @@ def log_onnx(model: nn.Module, atol: float = ATOL) -> float:
         (folder / "export.json").write_text(json.dumps(info, indent=2))
         mlflow.log_artifacts(str(folder), ONNX_DIR)
     mlflow.log_params({"export.onnx_max_abs_diff": f"{diff:.3g}"})
+    mlflow.log_metric("onnx_max_abs_diff", diff)
     mlflow.set_tags({"export.onnx_opset": str(onnx_export.OPSET)})
     return diff
 
