@@ -247,9 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("views", help="(re)create the DuckDB views over the lake's Parquet")
     v.set_defaults(func=_cmd_views)
     _add_serving_parsers(sub)
-    from recsys_pipeline import cli_tune
+    from recsys_pipeline import cli_export, cli_tune
 
     cli_tune.add_parser(sub)
+    cli_export.add_parsers(sub)
     return parser
 
 

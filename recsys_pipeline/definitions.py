@@ -5,6 +5,7 @@ import dagster as dg
 from recsys_pipeline.assets.evaluate import evaluate_assets
 from recsys_pipeline.assets.ingest import ingest_assets
 from recsys_pipeline.assets.prepare import prepare_assets
+from recsys_pipeline.assets.project import project_assets
 from recsys_pipeline.assets.ranking import ranking_assets, ranking_checks, ranking_resources
 from recsys_pipeline.assets.serve import serve_assets
 from recsys_pipeline.assets.train import train_assets, train_checks
@@ -17,7 +18,7 @@ from recsys_pipeline.schedules import all_schedules
 from recsys_pipeline.sensors import all_sensors
 
 all_assets = [*ingest_assets, *prepare_assets, *train_assets, *ranking_assets, *evaluate_assets,
-              *serve_assets, *tune_assets]
+              *serve_assets, *tune_assets, *project_assets]
 all_checks = [*ingest_checks, *prepare_checks, *train_checks, *ranking_checks]
 
 defs = dg.Definitions(

@@ -5,6 +5,8 @@ import dagster as dg
 from recsys_pipeline.assets.evaluate import GROUP as EVALUATE
 from recsys_pipeline.assets.ingest import GROUP as INGEST
 from recsys_pipeline.assets.prepare import GROUP as PREPARE
+from recsys_pipeline.assets.project import GROUP as PROJECT
+from recsys_pipeline.assets.project import project_job
 from recsys_pipeline.assets.train import GROUP as TRAIN
 from recsys_pipeline.assets.train import TRAIN_PRESETS
 from recsys_pipeline.assets.tune import GROUP as TUNE
@@ -44,10 +46,11 @@ serve_job = dg.define_asset_job(
 
 full_pipeline_job = dg.define_asset_job(
     "full_pipeline_job",
-    selection=dg.AssetSelection.all() - dg.AssetSelection.groups(TUNE),
-    description="Every asset, raw files to the last stage, with every check (tuning is "
-                "tune_job's: a search is started on purpose, not on every retrain).",
+    selection=dg.AssetSelection.all() - dg.AssetSelection.groups(TUNE, PROJECT),
+    description="Every asset, raw files to the last stage, with every check (tuning and the "
+                "embedding projection are tune_job's and project_job's: started on purpose, "
+                "not on every retrain).",
 )
 
 all_jobs = [ingest_job, prepare_job, train_job, train_full_job, serve_job, full_pipeline_job,
-            tune_job]
+            tune_job, project_job]

@@ -14,8 +14,10 @@ import dagster as dg
 
 from recsys_pipeline.assets.ranking import ranking_resources
 from recsys_pipeline.definitions import all_assets, all_checks
+from recsys_pipeline.jobs import full_pipeline_job
 from recsys_pipeline.model_io import build_train_resources
-from recsys_pipeline.resources import build_resources
+from recsys_pipeline.resources import LakeResource, build_resources
+from recsys_pipeline.tracking import MlflowResource
 from recsys_pipeline_tests.conftest import write_tiny_release
 
 MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
@@ -30,7 +32,13 @@ def build_pipeline_lake(lake: Path, extra_assets: Sequence[object] = (),
     try:
         resources = {**build_resources(str(lake)), **build_train_resources(str(lake)),
                      **ranking_resources(str(lake))}
-        job = dg.define_asset_job("full", selection=dg.AssetSelection.all())
+        # ONNX export is tested on its own (recsys_pipeline_tests/export); here it would only
+        # add seconds per model
+        resources["mlflow"] = MlflowResource(lake=LakeResource(root=str(lake)), log_onnx=False)
+        selection = full_pipeline_job.selection
+        if extra_assets:
+            selection = selection | dg.AssetSelection.assets(*extra_assets)
+        job = dg.define_asset_job("full", selection=selection)
         defs = dg.Definitions(assets=[*all_assets, *extra_assets], asset_checks=all_checks,
                               jobs=[job], resources=resources,
                               executor=dg.in_process_executor)

@@ -13,7 +13,7 @@ def test_definitions_load_and_resolve():
     repo = defs.get_repository_def()
     assert {j.name for j in repo.get_all_jobs()} >= {
         "ingest_job", "prepare_job", "train_job", "train_full_job", "serve_job",
-        "full_pipeline_job", "tune_job"}
+        "full_pipeline_job", "tune_job", "project_job"}
     schedule = defs.get_schedule_def("retrain_schedule")
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     assert schedule.job_name == "full_pipeline_job"
