@@ -8,6 +8,7 @@ trains and evaluates through ``tracking.train_and_track`` (core:
 """
 
 import dagster as dg
+from torch import nn
 
 from recsys_pipeline.assets.prepare import PREFIX as PREPARED
 from recsys_pipeline.assets.prepare import split_key
@@ -283,10 +284,12 @@ TRAIN_PRESETS: dict[str, dict] = {
 }
 
 
-def _no_nan_weights(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
+def no_nan_weights_check(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
+    """The blocking ``no_nan_weights`` check of a model asset (rating, ranking or tuned)."""
+
     @dg.asset_check(asset=asset, name="no_nan_weights", blocking=True,
                     description="Every weight and buffer of the stored model is finite.")
-    def _check(model: RatingModel) -> dg.AssetCheckResult:
+    def _check(model: nn.Module) -> dg.AssetCheckResult:
         bad = non_finite_parameters(model)
         findings = [Finding("no_nan_weights", n, f"tensor {name!r} holds {n} NaN/inf value(s)",
                             [{"tensor": name, "non_finite": n}]) for name, n in bad.items()]
@@ -296,4 +299,4 @@ def _no_nan_weights(asset: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
 
 
 train_assets = model_assets
-train_checks = [_no_nan_weights(asset) for asset in model_assets]
+train_checks = [no_nan_weights_check(asset) for asset in model_assets]
