@@ -3,11 +3,13 @@
 A model is picked in one of three ways (:func:`resolve_model`):
 
 * by name: a folder under ``<lake>/models/`` (``mf`` and ``mf_model`` both mean
-  ``models/mf_model/``);
-* by MLflow run id: the model logged in that run, with the run's own id maps: its
-  ``original_ids_model/artifacts/model`` folder (``config.json`` + ``state_dict.pt``) and
-  ``id_maps/`` (runs logged before the export existed: the ``model.pt2`` graph's state dict
-  loaded into a model built from the lake folder of the run's asset, with the lake's maps);
+  ``models/mf_model/``); ranking models too (``ease``, ``sasrec``, ``two_tower``, ...: see
+  ``serving.ranking_serving`` for their item spaces and inputs);
+* by MLflow run id (rating models only): the model logged in that run, with the run's own
+  id maps: its ``original_ids_model/artifacts/model`` folder (``config.json`` +
+  ``state_dict.pt``) and ``id_maps/`` (runs logged before the export existed: the
+  ``model.pt2`` graph's state dict loaded into a model built from the lake folder of the
+  run's asset, with the lake's maps);
 * by default: among the families' registered ``champion`` versions, the one with the lowest
   ``best_valid_rmse``, loaded from its run as above, so a challenger the champion gate kept
   out is never served even though its weights sit in the lake folder; else ``mf_model``.
@@ -22,6 +24,7 @@ mlflow is imported only inside the functions that need it (run ids, champion loo
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -38,6 +41,8 @@ from recsys_pipeline.data.lake import read_parquet
 from recsys_pipeline.evaluation.rescore import known_pairs
 from recsys_pipeline.evaluation.topk import ItemSets
 from recsys_pipeline.models.base import CONFIG_FILE, RatingModel, load_model
+from recsys_pipeline.models.ranking_base import RANKING_FAMILIES
+from recsys_pipeline.serving.ranking_serving import load_lake_serving
 from recsys_pipeline.serving.recommend import batch_top_k, seen_items, top_k_table
 
 logger = logging.getLogger(__name__)
@@ -92,16 +97,34 @@ def lake_model_names(lake: str | os.PathLike[str]) -> list[str]:
 
 
 def load_lake_model(lake: str | os.PathLike[str], name: str) -> RatingModel:
-    """The model saved at ``<lake>/models/<name>_model/`` (CPU, eval mode).
+    """The model saved at ``<lake>/models/<name>_model/`` (CPU, eval mode); a ranking model
+    comes wrapped for serving (see :func:`load_lake_served`).
 
     Raises:
         FileNotFoundError: No such folder; the message lists the models the lake has.
+    """
+    return load_lake_served(lake, name)[0]
+
+
+def load_lake_served(lake: str | os.PathLike[str], name: str) -> tuple[RatingModel, IdMaps]:
+    """``(model, id maps)`` of ``<lake>/models/<name>_model/`` (CPU, eval mode).
+
+    Rating models and two-tower get the lake's maps. Fold-in and sequence models come as
+    ``serving.ranking_serving`` wrappers over the lake's users with the item map of their own
+    item space (strong-generalization columns, session vocabulary).
+
+    Raises:
+        FileNotFoundError: No such folder (the message lists the lake's models) or a lake
+            file the model needs.
     """
     folder = Path(lake) / MODELS_DIR / model_folder_name(name)
     if not (folder / CONFIG_FILE).is_file():
         have = ", ".join(lake_model_names(lake)) or "none: materialize the models/* assets"
         raise FileNotFoundError(f"no model at {folder} (the lake has: {have})")
-    return load_model(folder, map_location="cpu").eval()
+    if json.loads((folder / CONFIG_FILE).read_text()).get("family") in RANKING_FAMILIES:
+        model, maps = load_lake_serving(lake, folder, load_maps(lake), load_split(lake, "train"))
+        return model.eval(), maps
+    return load_model(folder, map_location="cpu").eval(), load_maps(lake)
 
 
 def load_maps(lake: str | os.PathLike[str]) -> IdMaps:
@@ -223,6 +246,9 @@ def load_run(lake: str | os.PathLike[str], run_id: str, tracking_uri: str | None
     if not outputs or ASSET_TAG not in run.data.tags:
         raise ValueError(f"MLflow run {run_id} has no logged model or no {ASSET_TAG} tag")
     name = model_folder_name(run.data.tags[ASSET_TAG])
+    if name.removesuffix(MODEL_SUFFIX) in RANKING_FAMILIES:
+        raise ValueError(f"MLflow run {run_id} logged the ranking model {name}: --run-id serves "
+                         f"rating models only; serve it by name (--model {name})")
     logged = {a.path for a in client.list_artifacts(run_id, RUN_MODEL_DIR.rsplit("/", 1)[0])}
     has_maps = {a.path for a in client.list_artifacts(run_id, RUN_MAPS_DIR)} >= {
         f"{RUN_MAPS_DIR}/user_map.parquet", f"{RUN_MAPS_DIR}/item_map.parquet"}
@@ -270,8 +296,8 @@ def resolve_model(lake: str | os.PathLike[str], name: str | None = None,
         source = f"mlflow run {run_id}"
     else:
         folder = model_folder_name(name) if name else DEFAULT_MODEL
-        model = load_lake_model(lake, folder)
-        source, maps = str(Path(lake) / MODELS_DIR / folder), load_maps(lake)
+        model, maps = load_lake_served(lake, folder)
+        source = str(Path(lake) / MODELS_DIR / folder)
     logger.info("serving %s from %s", folder, source)
     return ServingModel(folder, model, maps, source)
 
