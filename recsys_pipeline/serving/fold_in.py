@@ -12,6 +12,9 @@ Item parameters stay fixed; only the new user's parameters are estimated from th
   starts at the mean trained user plus seeded noise and takes ``steps`` full-batch Adam steps
   on ``mean_j (r̂_j − r_j)² + prior · ‖e − ē‖²`` with the model in eval mode.
 * **Popularity**: nothing to fit; every user gets the same counts.
+* **Ranking models** (``serving.ranking_fold_in``): an encoder pass over the binarized row
+  (autoencoder, Mult-VAE, EASE), the rated items as a sequence (GRU4Rec, SASRec,
+  co-occurrence), a gradient fit of a fresh user embedding (two-tower).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from torch.func import functional_call
 from recsys_pipeline import schema as S
 from recsys_pipeline.data.encode import IdMaps
 from recsys_pipeline.models.base import RatingModel
+from recsys_pipeline.serving.ranking_fold_in import fold_in_ranking, in_given_order, is_ranking
 from recsys_pipeline.serving.tables import (
     RECOMMENDATIONS_SCHEMA,
     SCORE,
@@ -90,7 +94,8 @@ class FoldedUser:
         item_idx: Items the user rated.  # [n] int64
         ratings: Their ratings.  # [n] float32
         scores: The model's score of every item for this user, on the CPU.  # [n_items]
-        method: ``"closed_form"``, ``"gradient"`` or ``"popularity"``.
+        method: ``"closed_form"``, ``"gradient"``, ``"popularity"``, ``"encoder"`` or
+            ``"sequence"``.
         user_params: The fitted user rows by parameter name (e.g. ``user_factors.weight``).
         fit_rmse: RMSE of the scores on the user's own ratings.
         skipped_item_ids: Rated ids the model does not know (with ``unknown="skip"``).
@@ -221,9 +226,11 @@ def fold_in(
     """Estimate a new user's parameters from their ratings, items fixed (see module doc).
 
     Args:
-        model: A trained model (bias, popularity, mf, mlp, neumf, deepfm); not modified.
+        model: A trained model (bias, popularity, mf, mlp, neumf, deepfm, or a ranking model
+            as ``serving.lake_models`` serves it); not modified.
         ratings: ``{item_id: rating}`` in original ids, or a table with ``item_id`` and
-            ``rating`` columns (e.g. from ``serving.new_user.parse_new_user_ratings``).
+            ``rating`` columns (e.g. from ``serving.new_user.parse_new_user_ratings``; an
+            optional ``timestamp`` column orders a sequence model's input).
         maps: The model's id maps.
         config: Ridge, steps, seed and the unknown-id policy.
 
@@ -236,14 +243,16 @@ def fold_in(
     """
     cfg = config or FoldInConfig()
     check_model_maps(model, maps)
-    item_idx, values, skipped = encode_new_user(ratings, maps, cfg.unknown)
+    item_idx, values, skipped = encode_new_user(in_given_order(ratings), maps, cfg.unknown)
     device = model_device(model)
     items = torch.from_numpy(item_idx).to(device)
     r = torch.from_numpy(values).to(device)
     was_training = model.training
     model.eval()
     try:
-        if model.family == "mf":
+        if is_ranking(model):
+            scores, method, params = fold_in_ranking(model, items, r, cfg)
+        elif model.family == "mf":
             method, (scores, params) = "closed_form", _fold_in_mf(model, items, r, cfg)
         elif model.family == "bias":
             method, (scores, params) = "closed_form", _fold_in_bias(model, items, r)
