@@ -242,13 +242,15 @@ def load_run(lake: str | os.PathLike[str], run_id: str, tracking_uri: str | None
         run = client.get_run(run_id)
     except MlflowException as exc:
         raise ValueError(f"MLflow run {run_id!r} not found in {uri}") from exc
+    tag = run.data.tags.get(ASSET_TAG, "")
+    if tag and model_folder_name(tag).removesuffix(MODEL_SUFFIX) in RANKING_FAMILIES:
+        raise ValueError(f"MLflow run {run_id} logged the ranking model {model_folder_name(tag)}"
+                         f": --run-id serves rating models only; serve it by name (--model "
+                         f"{model_folder_name(tag)})")
     outputs = run.outputs.model_outputs if run.outputs else []
-    if not outputs or ASSET_TAG not in run.data.tags:
+    if not outputs or not tag:
         raise ValueError(f"MLflow run {run_id} has no logged model or no {ASSET_TAG} tag")
-    name = model_folder_name(run.data.tags[ASSET_TAG])
-    if name.removesuffix(MODEL_SUFFIX) in RANKING_FAMILIES:
-        raise ValueError(f"MLflow run {run_id} logged the ranking model {name}: --run-id serves "
-                         f"rating models only; serve it by name (--model {name})")
+    name = model_folder_name(tag)
     logged = {a.path for a in client.list_artifacts(run_id, RUN_MODEL_DIR.rsplit("/", 1)[0])}
     has_maps = {a.path for a in client.list_artifacts(run_id, RUN_MAPS_DIR)} >= {
         f"{RUN_MAPS_DIR}/user_map.parquet", f"{RUN_MAPS_DIR}/item_map.parquet"}
