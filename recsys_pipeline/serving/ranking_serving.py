@@ -43,12 +43,7 @@ from recsys_pipeline.evaluation.rescore import known_pairs
 from recsys_pipeline.models.base import RatingModel
 from recsys_pipeline.models.ranking_base import FoldInModel, SequenceModel, load_ranking_model
 from recsys_pipeline.models.two_tower import TwoTowerModel, recent_items
-from recsys_pipeline.serving.tables import (
-    SIMILAR_ITEMS_SCHEMA,
-    SIMILARITY,
-    check_model_maps,
-    ranked_table,
-)
+from recsys_pipeline.serving.tables import check_model_maps
 from recsys_pipeline.training.ranking_data import CSRTensors
 from recsys_pipeline.training.ranking_experiment import StrongGenSpec
 
@@ -274,28 +269,6 @@ def serving_for(model: torch.nn.Module, maps: IdMaps, train: pa.Table,
         check_model_maps(model, maps)
         return model, maps
     raise ValueError(f"no serving rule for {type(model).__name__}")
-
-
-@torch.no_grad()
-def two_tower_similar_items(model: TwoTowerModel, maps: IdMaps, movies: pa.Table,
-                            item_id: int, k: int) -> pa.Table:
-    """The ``k`` movies whose item-tower vectors have the largest cosine with ``item_id``'s.
-
-    Returns:
-        ``SIMILAR_ITEMS_SCHEMA`` (as ``serving.similar.similar_items``).
-    """
-    check_model_maps(model, maps)
-    if not 1 <= k < model.n_items:
-        raise ValueError(f"k={k} must be in [1, n_items - 1 = {model.n_items - 1}]")
-    i = int(maps.to_item_idx(np.asarray([item_id]))[0])
-    model.eval()
-    unit = torch.nn.functional.normalize(model.item_embeddings().float(), dim=1)
-    cos = unit @ unit[i]  # [n_items]
-    cos[i] = NEG_INF
-    top_cos, top = torch.topk(cos, k)
-    return ranked_table(maps.to_item_ids(top.cpu().numpy()), movies, maps,
-                        {SIMILARITY: top_cos.cpu().numpy()}, SIMILAR_ITEMS_SCHEMA)
-
 
 
 def lake_positive_threshold(explicit_train: sp.spmatrix | None,

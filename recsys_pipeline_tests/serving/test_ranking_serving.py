@@ -21,11 +21,8 @@ from recsys_pipeline.models.ranking_base import load_ranking_model
 from recsys_pipeline.resources import build_resources
 from recsys_pipeline.serving import lake_models as lm
 from recsys_pipeline.serving.fold_in import FoldInConfig, fold_in
-from recsys_pipeline.serving.ranking_serving import (
-    FoldInServing,
-    SequenceServing,
-    two_tower_similar_items,
-)
+from recsys_pipeline.serving.ranking_serving import FoldInServing, SequenceServing
+from recsys_pipeline.serving.ranking_similar import two_tower_similar_items
 from recsys_pipeline.serving.recommend import recommend
 from recsys_pipeline.serving.similar import similar_items
 from recsys_pipeline_tests.pipeline_lake import build_pipeline_lake
