@@ -7,6 +7,7 @@ It needs no dagster; mlflow is imported only to look up the champion or an ``--r
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -145,7 +146,14 @@ def _cmd_similar(args: argparse.Namespace) -> int:
     from recsys_pipeline.serving.similar import similar_items
 
     served = _serving_model(args)
-    table = similar_items(served.model, served.maps, load_movies(args.lake), args.item, args.k)
+    if served.model.family == "two_tower":
+        from recsys_pipeline.serving.ranking_similar import two_tower_similar_items
+
+        table = two_tower_similar_items(served.model, served.maps, load_movies(args.lake),
+                                        args.item, args.k)
+    else:
+        table = similar_items(served.model, served.maps, load_movies(args.lake), args.item,
+                              args.k)
     print(f"{args.k} movies most similar to item {args.item} (cosine of item embeddings):")
     _print_table(table)
     return 0
@@ -162,8 +170,8 @@ def _cmd_new_user(args: argparse.Namespace) -> int:
     folded = fold_in(served.model, ratings, served.maps, FoldInConfig(unknown="skip"))
     skipped = f", {len(folded.skipped_item_ids)} movies unknown to the model skipped" \
         if folded.skipped_item_ids else ""
-    print(f"new user: {ratings.num_rows} ratings, fit by {folded.method}, "
-          f"fit RMSE {folded.fit_rmse:.4f}{skipped}")
+    fit = f", fit RMSE {folded.fit_rmse:.4f}" if math.isfinite(folded.fit_rmse) else ""
+    print(f"new user: {ratings.num_rows} ratings, fit by {folded.method}{fit}{skipped}")
     _print_table(folded.recommend(served.maps, movies, args.k))
     if args.persist:
         stored = persist_new_user(ratings, Path(args.lake) / "raw")
@@ -204,7 +212,8 @@ def _add_serving_parsers(sub: argparse._SubParsersAction) -> None:
 
     s = sub.add_parser("similar", help="movies with the most similar item embeddings",
                        description="The k movies whose item embeddings have the largest "
-                                   "cosine with the given movie's (mf, mlp, neumf, deepfm).")
+                                   "cosine with the given movie's (mf, mlp, neumf, deepfm; "
+                                   "two_tower: its item-tower vectors).")
     s.add_argument("--item", type=int, required=True, help="MovieLens movieId")
     s.add_argument("-k", type=int, default=10, help="list length (default 10)")
     _add_model_args(s)

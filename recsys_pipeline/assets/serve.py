@@ -11,6 +11,7 @@ import pyarrow as pa
 from recsys_pipeline.assets.prepare import PREFIX as PREPARED
 from recsys_pipeline.assets.prepare import split_key
 from recsys_pipeline.assets.train import model_assets
+from recsys_pipeline.assets.train_ranking import ranking_model_assets
 from recsys_pipeline.metadata import table_metadata
 from recsys_pipeline.model_io import DeviceResource
 from recsys_pipeline.resources import LakeResource
@@ -22,15 +23,19 @@ GROUP = "serve"
 class UserRecommendationsConfig(dg.Config):
     """Which model ranks, and how long each list is."""
 
-    # a model folder under <lake>/models: mf_model, bias_model, neumf_model, ... (or mf, ...)
+    # a model folder under <lake>/models: a rating model (mf_model, bias_model, neumf_model,
+    # ...) or a ranking model (ease_model, multvae_model, autoencoder_model, two_tower_model,
+    # gru4rec_model, sasrec_model, cooccurrence_model); "mf" means mf_model
     model: str = DEFAULT_MODEL
     # items per user (fewer for a user with fewer unrated items)
     k: int = 10
 
 
 @dg.asset(key_prefix=GROUP, group_name=GROUP, kinds={"pytorch", "parquet"},
-          deps=[*model_assets, split_key("train"), dg.AssetKey([PREPARED, "user_map"]),
-                dg.AssetKey([PREPARED, "item_map"])])
+          deps=[*model_assets, *ranking_model_assets, split_key("train"),
+                *(dg.AssetKey([PREPARED, name]) for name in (
+                    "user_map", "item_map", "strong_generalization_items",
+                    "strong_generalization_matrix", "session_sequences"))])
 def user_recommendations(context: dg.AssetExecutionContext, config: UserRecommendationsConfig,
                          lake: LakeResource, device: DeviceResource) -> pa.Table:
     """Every user's top-K unrated movies (user_id, rank, item_id, score) from a trained model."""

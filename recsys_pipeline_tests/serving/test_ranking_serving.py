@@ -255,3 +255,24 @@ def test_run_id_of_a_ranking_model_is_refused(lake):
         filter_string="tags.`dagster.asset_key` = 'models/ease_model'")[0]
     with pytest.raises(ValueError, match="--model ease_model"):
         lm.resolve_model(lake, run_id=run.info.run_id)
+
+
+@pytest.mark.parametrize("name", ["ease", "sasrec", "two_tower"])
+def test_cli_recommend_and_similar_with_ranking_models(lake, train, name, capsys):
+    from recsys_pipeline.cli import main
+
+    code = main(["--lake", str(lake), "recommend", "--user", "4", "-k", "3", "--model", name])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert out.startswith(f"model: {name}_model ({name})")
+    shown = [int(line.split()[1]) for line in out.splitlines()
+             if line.strip()[:1].isdigit()]
+    rated = set(_user_rows(train, 4).column(S.ITEM_ID).to_pylist())
+    assert len(shown) == 3 and not set(shown) & rated
+    code = main(["--lake", str(lake), "similar", "--item", "7", "-k", "3", "--model", name])
+    out, err = capsys.readouterr()
+    if name == "two_tower":
+        assert code == 0, err
+        assert "similar to item 7" in out
+    else:
+        assert code == 2 and "embeddings" in err
