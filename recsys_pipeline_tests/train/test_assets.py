@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -29,29 +28,9 @@ from recsys_pipeline.models.deepfm import DeepFMModel
 from recsys_pipeline.models.mf import MFModel
 from recsys_pipeline.resources import build_resources
 from recsys_pipeline.tracking import TAG_DAGSTER_RUN, TAG_TRAIN_SHA
-from recsys_pipeline_tests.conftest import write_tiny_release
 
 ALL = [*ingest_assets, *prepare_assets, *train_assets, *evaluate_assets, *train_checks]
 SMALL = {"epochs": 2, "batch_size": 128}
-
-
-@pytest.fixture(scope="module")
-def prepared_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A lake with ingest + prepare materialized once from the tiny release."""
-    lake = tmp_path_factory.mktemp("prepared") / "lake"
-    release = write_tiny_release(lake / "raw" / "tiny")
-    result = dg.materialize([*ingest_assets, *prepare_assets], resources=build_resources(
-        str(lake)), run_config=dg.RunConfig(
-        {"raw__movielens_release": {"config": {"path": str(release)}}}))
-    assert result.success
-    return lake
-
-
-@pytest.fixture
-def lake(prepared_lake: Path, mlflow_lake: Path) -> Path:
-    """A private copy of the prepared lake, with a fresh MLflow store."""
-    shutil.copytree(prepared_lake, mlflow_lake, dirs_exist_ok=True)
-    return mlflow_lake
 
 
 def _materialize(lake: Path, assets: list[dg.AssetsDefinition], run_config: dict,
