@@ -316,10 +316,11 @@ def run_next_item(ratings: pa.Table, args: argparse.Namespace, device: torch.dev
         return training_sequences(windows)
 
     loss, negs = args.loss, 512
-    gru_grid: Grid = [(f"emb=64 hidden=128 drop={drop} {loss}",
+    gru_grid: Grid = [(f"emb=64 hidden=128 drop={drop} lr={lr:g} {loss}",
                        lambda drop=drop: GRU4RecModel(n_vocab, GRU4RecConfig(
                            embedding_dim=64, hidden=128, dropout=drop, loss=loss,
-                           n_negatives=negs, seed=args.seed)), {}) for drop in (0.2, 0.4)]
+                           n_negatives=negs, seed=args.seed)), {"lr": lr})
+                      for lr in (3e-3, 1e-2) for drop in (0.2, 0.4)]
     rows.append(fit_and_pick("GRU4Rec", "next", gru_grid, seqs, config, valid, "ndcg@10", test,
                              device))
     sas_grid: Grid = [(f"d=64 blocks=2 heads=1 drop={drop} {loss}",
