@@ -343,7 +343,7 @@ RANKING_PRESETS: dict[str, dict] = {
         "models__ease_model": {"config": {"l2": 200.0}},
         "models__gru4rec_model": {"config": {
             **_NEXT_LONGER, "batch_size": 64, "lr": 1e-2, "embedding_dim": 64, "hidden": 128,
-            "dropout": 0.2, "loss": "sampled", "n_negatives": 512}},
+            "dropout": 0.4, "loss": "sampled", "n_negatives": 512}},
         "models__sasrec_model": {"config": {
             **_NEXT_LONGER, "batch_size": 16, "lr": 3e-3, "max_len": 50, "dim": 64,
             "n_blocks": 2, "dropout": 0.2, "loss": "sampled", "n_negatives": 512}},
