@@ -9,6 +9,7 @@ from recsys_pipeline.assets.project import GROUP as PROJECT
 from recsys_pipeline.assets.project import project_job
 from recsys_pipeline.assets.train import GROUP as TRAIN
 from recsys_pipeline.assets.train import TRAIN_PRESETS
+from recsys_pipeline.assets.train_ranking import RANKING_PRESETS
 from recsys_pipeline.assets.tune import GROUP as TUNE
 from recsys_pipeline.assets.tune import tune_job
 
@@ -34,8 +35,9 @@ train_job = dg.define_asset_job(
 train_full_job = dg.define_asset_job(
     "train_full_job",
     selection=dg.AssetSelection.groups(TRAIN, EVALUATE),
-    config=TRAIN_PRESETS["full"],
-    description="train_job with the 'full' preset: more epochs, patience 5, bigger models.",
+    config={"ops": {**TRAIN_PRESETS["full"]["ops"], **RANKING_PRESETS["full"]["ops"]}},
+    description="train_job with the 'full' presets: more epochs, patience 5, bigger models; "
+                "the ranking models with the settings chosen in bench/ranking_bench.py.",
 )
 
 serve_job = dg.define_asset_job(
