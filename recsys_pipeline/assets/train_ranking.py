@@ -209,7 +209,8 @@ def _track(context: dg.AssetExecutionContext, mlflow: MlflowResource, lake: Lake
         "train_seconds": round(out.train_seconds, 2),
         "metrics": dg.MetadataValue.md(markdown_table(rows)),
         **{f"test_{k.replace('@', '_at_')}": round(v, 4) for k, v in out.test.items()},
-        **{k.replace("@", "_at_"): round(v, 4) for k, v in out.extra.items()}})
+        **{k.replace("@", "_at_"): round(v, 4) for k, v in out.extra.items()},
+        **(tracked.gate.metadata() if tracked.gate is not None else {})})
     return out.model
 
 

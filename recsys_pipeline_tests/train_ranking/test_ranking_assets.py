@@ -109,6 +109,10 @@ def test_every_ranking_model_logs_one_run(materialized) -> None:
         version = client.get_model_version(f"recsys-{family}", "1")
         assert version.run_id == run.info.run_id
         assert str(client.get_registered_model(f"recsys-{family}").aliases["champion"]) == "1"
+        assert run.data.tags["champion.decision"] == "promoted"
+        meta = result.asset_materializations_for_node(f"models__{family}_model")[0].metadata
+        assert meta["champion_decision"].value == "promoted"
+        assert meta["champion_reason"].value == "no champion yet"
 
 
 def test_stored_models_reload_and_score_like_trained(materialized) -> None:
