@@ -68,6 +68,11 @@ def test_models_and_leaderboard_materialize(lake: Path) -> None:
     assert run.data.tags[TAG_TRAIN_SHA] == train_sha == meta["train_sha256"].value
     assert run.data.params["data.split.method"] == "user_temporal"
     assert meta["epochs_run"].value == 2 and meta["champion"].value is True
+    assert meta["champion_decision"].value == "promoted"
+    assert meta["challenger_valid_sha256"].value == run.data.tags["data.valid_sha256"]
+    assert meta["challenger_valid_rmse"].value == pytest.approx(
+        run.data.metrics["best_valid_rmse"], abs=1e-5)
+    assert run.data.tags["data.release"] == "ml-latest"  # the name the ingest recorded
     assert "data:image/png;base64," in meta["learning_curve"].value
     assert meta["test_rmse"].value == pytest.approx(run.data.metrics["test_rmse"], abs=1e-4)
     # the stored weights are the ones MLflow scored
