@@ -115,6 +115,15 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     from recsys_pipeline.serving.recommend import recommend
 
     served = _serving_model(args)
+    if args.by_embedding:
+        from recsys_pipeline.serving.similar import recommend_by_embedding
+
+        table = recommend_by_embedding(served.model, served.maps, load_movies(args.lake),
+                                       args.user, args.k, load_seen(args.lake, served.maps))
+        print(f"top {args.k} unrated movies for user {args.user} by user·item embedding "
+              "similarity; predicted = the full model's score, model_rank = its rank there:")
+        _print_table(table)
+        return 0
     table = recommend(served.model, served.maps, load_movies(args.lake), args.user, args.k,
                       load_seen(args.lake, served.maps))
     print(f"top {args.k} unrated movies for user {args.user}:")
@@ -195,6 +204,9 @@ def _add_serving_parsers(sub: argparse._SubParsersAction) -> None:
                                    "(in the training split).")
     r.add_argument("--user", type=int, required=True, help="MovieLens userId")
     r.add_argument("-k", type=int, default=10, help="list length (default 10)")
+    r.add_argument("--by-embedding", action="store_true",
+                   help="rank by user·item embedding similarity and show the full model's "
+                        "predicted score and rank beside each pick (mf, mlp, neumf, deepfm)")
     _add_model_args(r)
     r.set_defaults(func=_cmd_recommend)
 

@@ -64,6 +64,20 @@ def test_recommend_matches_core_and_skips_seen(lake, capsys):
     assert not set(items) & set(rated)
 
 
+def test_recommend_by_embedding_shows_the_full_models_verdict(lake, capsys):
+    from recsys_pipeline.serving.similar import recommend_by_embedding
+
+    code, out, err = _run(lake, capsys, "recommend", "--user", "3", "-k", "4", "--model", "mf",
+                          "--by-embedding")
+    assert code == 0, err
+    assert "by user·item embedding similarity" in out and "model_rank" in out
+    served = lm.resolve_model(lake, "mf")
+    expected = recommend_by_embedding(served.model, served.maps, lm.load_movies(lake), 3, 4,
+                                      lm.load_seen(lake, served.maps))
+    assert _column(out, 1) == expected.column(S.ITEM_ID).to_pylist()
+    assert _column(out, 0) == [1, 2, 3, 4]
+
+
 def test_default_model_is_the_best_validated_champion(lake):
     from mlflow.tracking import MlflowClient
 
