@@ -66,6 +66,8 @@ demo: setup
 	@echo "  Dagster UI:      make dev   (or: DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/dagster dev)"
 	@echo "  SQL:             $(BIN)/recsys-pipeline query \"SELECT count(*) FROM clean_ratings\""
 	@echo "  saved queries:   $(BIN)/recsys-pipeline query --list"
+	@echo "  answers:         $(BIN)/recsys-pipeline recommend --user 1 -k 10   (check-user, similar, new-user)"
+	@echo "  tune, project:   $(BIN)/recsys-pipeline tune --model mf --trials 10;  $(BIN)/recsys-pipeline project --model mf"
 
 test: setup-dev
 	$(BIN)/python -m pytest -n 2 -q
