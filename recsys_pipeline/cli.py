@@ -80,9 +80,10 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
     path = download_release(args.name, Path(args.lake) / "raw")
     print(f"{args.name}: {path}")
-    print("ingest it with: dagster job execute -m recsys_pipeline.definitions -j ingest_job "
-          f"--config-json '{{\"ops\": {{\"raw__movielens_release\": {{\"config\": "
-          f"{{\"path\": \"{path}\"}}}}}}}}'")
+    print("ingest it: write this run config to release.yaml\n"
+          f"  ops:\n    raw__movielens_release:\n      config: {{path: \"{path}\"}}\n"
+          "then: dagster job execute -m recsys_pipeline.definitions -j ingest_job "
+          "-c release.yaml")
     return 0
 
 
