@@ -1,16 +1,14 @@
-"""MLflow tracking: ``MlflowResource`` and the helper that trains one model inside one MLflow run.
-
-Only this module and the train/evaluate assets import mlflow. By default tracking needs no
-server: runs and the model registry live in a SQLite file in the lake
-(``sqlite:///<lake>/mlflow/mlflow.db``) with artifacts beside it (``<lake>/mlflow/artifacts``);
-the resource's ``tracking_uri`` (or ``$MLFLOW_TRACKING_URI``) points it at a server instead.
+"""MLflow tracking: the helper that trains one model inside one MLflow run, and the leaderboard
+rows read back from MLflow. ``MlflowResource`` (where runs live) is in ``mlflow_resource`` and
+re-exported here.
 
 One run per trained model holds: params (model, training, evaluation, data and system
 info), per-epoch metrics (``step`` = epoch), final ``best_valid_*`` / ``test_*`` metrics,
 the learning curve PNG, the id maps, and the model (PyTorch flavor, pt2 graph format, no
 pickle; input: an int64 ``[n, 2]`` array of ``(user_idx, item_idx)``, output: ``[n]``
-scores), registered as a new version of ``recsys-<family>``. Tags carry the Dagster run id
-and the SHA-256 of the split files. A run whose training raises ends as FAILED.
+scores), registered as a new version of ``recsys-<family>``, plus its ONNX export and
+original-id pyfunc (``tracking_export``). Tags carry the Dagster run id, the release and the
+SHA-256 of the split files. A run whose training raises ends as FAILED.
 
 The champion alias (``champion`` on ``recsys-<family>``) moves by the gate of ``champion.py``:
 a new version takes it when the family has none, when the champion was trained on another
@@ -19,18 +17,16 @@ on the new validation rows when the data moved on) by more than the resource's
 ``champion_margin``; the decision and its evidence are the run's ``champion.*`` tags.
 """
 
-import contextlib
 import dataclasses
 import io
 import os
 import platform
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import matplotlib
 import mlflow
 import mlflow.pytorch
@@ -40,7 +36,6 @@ import pyarrow.parquet as pq
 import torch
 from mlflow.entities import Run
 from mlflow.models import ModelSignature
-from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
 from recsys_pipeline.champion import (  # noqa: F401 (CHAMPION, promote_if_better: re-exported)
@@ -54,10 +49,23 @@ from recsys_pipeline.champion import (  # noqa: F401 (CHAMPION, promote_if_bette
     rating_rescorer,
 )
 from recsys_pipeline.data.encode import IdMaps
-from recsys_pipeline.evaluation.selection import INCOMPARABLE_POLICIES, Contender
+from recsys_pipeline.evaluation.selection import Contender
+from recsys_pipeline.mlflow_resource import (  # noqa: F401 (re-exported for the assets)
+    DEFAULT_EXPERIMENT,
+    REGISTRY_ENV,
+    SPLIT_TAGS,
+    TAG_ASSET,
+    TAG_DAGSTER_RUN,
+    TAG_FAMILY,
+    TAG_TRAIN_SHA,
+    TAG_VALID_SHA,
+    TRACKING_ENV,
+    MlflowResource,
+    metric_key,
+    registered_name,
+)
 from recsys_pipeline.models.base import RatingModel, config_to_dict
 from recsys_pipeline.models.export import PairScorer
-from recsys_pipeline.resources import LakeResource
 from recsys_pipeline.tracking_export import log_exports
 from recsys_pipeline.training.device import pick_device
 from recsys_pipeline.training.experiment import (
@@ -71,143 +79,7 @@ from recsys_pipeline.training.loop import TrainConfig
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-DEFAULT_EXPERIMENT = "recsys-pipeline"
-TRACKING_ENV, REGISTRY_ENV = "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"
-# tags every run carries
-TAG_DAGSTER_RUN = "dagster.run_id"
-TAG_ASSET = "dagster.asset_key"
-TAG_FAMILY = "model.family"
-SPLIT_TAGS = {name: f"data.{name}_sha256" for name in ("train", "valid", "test")}
-TAG_TRAIN_SHA, TAG_VALID_SHA = SPLIT_TAGS["train"], SPLIT_TAGS["valid"]
 EPOCH_LINE_KEYS = ("train_loss", "valid_loss", "valid_rmse")
-
-
-def metric_key(name: str) -> str:
-    """An MLflow-safe metric name (MLflow rejects ``@``): ``ndcg@10`` -> ``ndcg_at_10``."""
-    return name.replace("@", "_at_")
-
-
-def registered_name(family: str) -> str:
-    """The registered model of a family, e.g. ``recsys-mf``."""
-    return f"recsys-{family}"
-
-
-class MlflowResource(dg.ConfigurableResource):
-    """MLflow tracking + model registry; by default a SQLite file in the lake, no server."""
-
-    lake: dg.ResourceDependency[LakeResource]
-    # "" = $MLFLOW_TRACKING_URI when set, else sqlite:///<lake>/mlflow/mlflow.db
-    tracking_uri: str = ""
-    # "" = the tracking URI
-    registry_uri: str = ""
-    # the experiment holding one run per trained model
-    experiment_name: str = DEFAULT_EXPERIMENT
-    # artifact root of a newly created experiment; "" = <lake>/mlflow/artifacts for the
-    # default SQLite store, the server's default for a configured tracking URI
-    artifact_location: str = ""
-    # register each logged model as a version of recsys-<family> and move its champion alias
-    register_models: bool = True
-    # champion gate: a new version takes the champion alias only when its validation metric
-    # beats the champion's on the same data by more than this (metric units; 0 = strictly)
-    champion_margin: float = 0.0
-    # when scores cannot be compared (ranking metric on changed data): "keep" or "promote"
-    champion_when_incomparable: str = "keep"
-    # also log each model's ONNX export (checked against torch with onnxruntime; about 1 s
-    # per demo model on a 2-core CPU) beside its original-id pyfunc; needs onnx, onnxscript
-    # and onnxruntime (a run without them tags export.onnx_skipped)
-    log_onnx: bool = True
-
-    def gate_policy(self) -> GatePolicy:
-        """The champion gate's settings (validated)."""
-        if self.champion_when_incomparable not in INCOMPARABLE_POLICIES:
-            raise ValueError(f"mlflow resource: champion_when_incomparable="
-                             f"{self.champion_when_incomparable!r}, expected one of "
-                             f"{', '.join(INCOMPARABLE_POLICIES)}")
-        if not self.champion_margin >= 0:
-            raise ValueError(f"mlflow resource: champion_margin={self.champion_margin!r} must "
-                             "be >= 0")
-        return GatePolicy(self.champion_margin, self.champion_when_incomparable)
-
-    def resolved_tracking_uri(self) -> str:
-        """The tracking URI in effect (see the field comments for the order)."""
-        if self.tracking_uri:
-            return self.tracking_uri
-        if os.environ.get(TRACKING_ENV):
-            return os.environ[TRACKING_ENV]
-        db = self.lake.path("mlflow", "mlflow.db")
-        db.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{db}"
-
-    def resolved_registry_uri(self) -> str:
-        """The model registry URI in effect."""
-        return self.registry_uri or self.resolved_tracking_uri()
-
-    def _artifact_location(self) -> str | None:
-        if self.artifact_location:
-            return self.artifact_location
-        if self.tracking_uri or os.environ.get(TRACKING_ENV):
-            return None
-        return self.lake.path("mlflow", "artifacts").as_uri()
-
-    def ui_command(self) -> str:
-        """The shell command that opens the MLflow UI on these runs."""
-        return f"mlflow ui --backend-store-uri {self.resolved_tracking_uri()}"
-
-    def client(self) -> MlflowClient:
-        """A client bound to this resource's URIs (no global state)."""
-        return MlflowClient(self.resolved_tracking_uri(), self.resolved_registry_uri())
-
-    def experiment_id(self, create: bool = True) -> str | None:
-        """The experiment's id, creating it when missing (None when missing and not created)."""
-        client = self.client()
-        found = client.get_experiment_by_name(self.experiment_name)
-        if found is not None:
-            return found.experiment_id
-        if not create:
-            return None
-        return client.create_experiment(self.experiment_name, self._artifact_location())
-
-    @contextlib.contextmanager
-    def activated(self) -> Iterator[None]:
-        """Point mlflow's global (fluent) API at this resource; restore the previous URIs and
-        environment afterwards, so nothing leaks into later runs or tests."""
-        saved = {k: os.environ.get(k) for k in (TRACKING_ENV, REGISTRY_ENV)}
-        mlflow.set_tracking_uri(self.resolved_tracking_uri())
-        mlflow.set_registry_uri(self.resolved_registry_uri())
-        try:
-            yield
-        finally:
-            mlflow.set_tracking_uri(saved[TRACKING_ENV])
-            mlflow.set_registry_uri(saved[REGISTRY_ENV])
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-
-    @contextlib.contextmanager
-    def start_run(self, run_name: str, tags: Mapping[str, str]) -> Iterator[Run]:
-        """An active MLflow run in the experiment; it ends FINISHED, or FAILED on an exception."""
-        experiment_id = self.experiment_id()
-        with self.activated(), mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
-                                                tags=dict(tags)) as active:
-            yield mlflow.get_run(active.info.run_id)
-
-    def latest_runs(self, train_sha256: str) -> list[Run]:
-        """Latest FINISHED run of each model asset (else family) trained on this train split."""
-        experiment_id = self.experiment_id(create=False)
-        if experiment_id is None:
-            return []
-        runs = self.client().search_runs(
-            [experiment_id],
-            filter_string=f"tags.`{TAG_TRAIN_SHA}` = '{train_sha256}' "
-                          "and attributes.status = 'FINISHED'",
-            order_by=["attributes.start_time DESC"], max_results=5000)
-        latest: dict[str, Run] = {}
-        for run in runs:
-            tags = run.data.tags  # one row per asset (models/tuned_model beside models/mf_model)
-            latest.setdefault(tags.get(TAG_ASSET) or tags.get(TAG_FAMILY, run.info.run_name), run)
-        return list(latest.values())
 
 
 def learning_curve_png(history: list[dict[str, float]], title: str, best_epoch: int) -> bytes:
