@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from recsys_pipeline import schema as S
+from recsys_pipeline.data.encode import find_positions
 from recsys_pipeline.models.base import FAMILIES, load_saved, save_model
 from recsys_pipeline.models.ranking_base import RANKING_FAMILIES, FoldInModel, SequenceModel
 from recsys_pipeline.serving import onnx_export
@@ -324,15 +325,6 @@ def lake_ids(lake: str | os.PathLike[str], model: nn.Module
     return users, items.sort_by(order).column(S.ITEM_ID).to_numpy()
 
 
-def _positions(known: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Index of each id in ``known`` (any order), -1 where unknown."""
-    order = np.argsort(known, kind="stable")
-    sorted_known = known[order]
-    pos = np.searchsorted(sorted_known, ids).clip(0, max(len(known) - 1, 0))
-    found = (sorted_known[pos] == ids) if len(known) else np.zeros(len(ids), bool)
-    return np.where(found, order[pos] if len(known) else -1, -1)
-
-
 class OriginalIdsModel(mlflow.pyfunc.PythonModel):
     """pyfunc: DataFrame of original ``user_id, item_id`` → float32 scores (NaN: unknown id)."""
 
@@ -351,8 +343,8 @@ class OriginalIdsModel(mlflow.pyfunc.PythonModel):
         missing = [c for c in (S.USER_ID, S.ITEM_ID) if c not in model_input.columns]
         if missing:
             raise ValueError(f"input lacks column(s) {missing}; has {list(model_input.columns)}")
-        users = _positions(self.user_ids, model_input[S.USER_ID].to_numpy(np.int64))
-        items = _positions(self.item_ids, model_input[S.ITEM_ID].to_numpy(np.int64))
+        users = find_positions(self.user_ids, model_input[S.USER_ID].to_numpy(np.int64))
+        items = find_positions(self.item_ids, model_input[S.ITEM_ID].to_numpy(np.int64))
         out = np.full(len(model_input), np.nan, dtype=np.float32)
         known = (users >= 0) & (items >= 0)
         with torch.no_grad():

@@ -42,14 +42,35 @@ def _factorize(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return distinct, inverse.astype(np.int32)
 
 
+def find_positions(known: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Index of each of ``ids`` in ``known`` (distinct values, any order), -1 where absent.
+
+    One binary search per id (``known`` is sorted first unless it already is).
+
+    Args:
+        known: The id of each index, e.g. a map's ``user_id`` column.  # [n]
+        ids: Ids to find.  # [m]
+
+    Returns:
+        int64 indices into ``known``, -1 for an id it does not hold.  # [m]
+    """
+    known, ids = np.asarray(known), np.asarray(ids)
+    if len(known) == 0:
+        return np.full(ids.shape, -1, dtype=np.int64)
+    order = None if bool(np.all(known[1:] >= known[:-1])) else np.argsort(known, kind="stable")
+    sorted_known = known if order is None else known[order]
+    pos = np.searchsorted(sorted_known, ids).clip(0, len(known) - 1)
+    found = sorted_known[pos] == ids
+    index = pos if order is None else order[pos]
+    return np.where(found, index, -1).astype(np.int64)
+
+
 def _lookup(known: np.ndarray, ids: np.ndarray, what: str) -> np.ndarray:
-    """Positions of ``ids`` in the sorted array ``known``; ValueError naming unknown ids."""
+    """Positions of ``ids`` in ``known``; ValueError naming unknown ids."""
     ids = np.asarray(ids)
-    pos = np.searchsorted(known, ids)
-    found = pos < len(known)
-    found[found] = known[pos[found]] == ids[found]
-    if not found.all():
-        bad = np.unique(ids[~found])
+    pos = find_positions(known, ids)
+    if (pos < 0).any():
+        bad = np.unique(ids[pos < 0])
         raise ValueError(
             f"unknown {what}: {len(bad)} id(s) not in the id map, e.g. {bad[:_SHOW].tolist()}"
         )

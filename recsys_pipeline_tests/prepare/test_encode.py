@@ -15,6 +15,7 @@ from recsys_pipeline.data.encode import (
     USER_MAP_FILE,
     apply_id_maps,
     encode_ids,
+    find_positions,
     load_id_maps,
     save_id_maps,
 )
@@ -116,3 +117,13 @@ def test_load_rejects_non_contiguous_index(tmp_path: Path) -> None:
     pq.write_table(bad, tmp_path / USER_MAP_FILE)
     with pytest.raises(ValueError, match=rf"{USER_MAP_FILE}.*user_idx"):
         load_id_maps(tmp_path)
+
+
+def test_find_positions_in_sorted_and_unsorted_ids() -> None:
+    ids = np.array([7, 3, 99, 5, 4])
+    for known in (np.array([3, 5, 7, 42]), np.array([42, 7, 3, 5])):
+        pos = find_positions(known, ids)
+        assert pos.dtype == np.int64
+        expected = [list(known).index(i) if i in known else -1 for i in ids.tolist()]
+        assert pos.tolist() == expected
+    assert find_positions(np.array([], dtype=np.int64), ids).tolist() == [-1] * 5

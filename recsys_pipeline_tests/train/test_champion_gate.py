@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from recsys_pipeline.champion import CHAMPION, TAG_RELEASE
-from recsys_pipeline.evaluation.rating import predict
-from recsys_pipeline.evaluation.rescore import pair_metric
+from recsys_pipeline.evaluation.rating import predict, rmse
 from recsys_pipeline.models.mf import MFConfig
 from recsys_pipeline.tracking import (
     TAG_DAGSTER_RUN,
@@ -86,7 +85,7 @@ def test_on_changed_data_the_champion_is_rescored_on_the_rows_it_knows(tracker, 
     assert gate.champion_value < gate.challenger_value
     # the champion's value is its RMSE on exactly those rows
     rows = planted_data.valid.subset(torch.from_numpy(np.flatnonzero(known)))
-    expected = pair_metric(predict(champion.result.model.cpu(), rows), rows.ratings, "rmse")
+    expected = rmse(predict(champion.result.model.cpu(), rows), rows.ratings)
     assert gate.champion_value == pytest.approx(expected, rel=1e-5)
     assert _champion_version(tracker) == champion.registered_version
 
