@@ -12,8 +12,14 @@ from pathlib import Path
 
 import dagster as dg
 import torch
+from torch import nn
 
-from recsys_pipeline.models.base import CONFIG_FILE, STATE_FILE, RatingModel, load_model
+from recsys_pipeline.models.base import (
+    CONFIG_FILE,
+    STATE_FILE,
+    RatingModel,
+    load_model,
+)
 from recsys_pipeline.resources import LakeResource
 from recsys_pipeline.training.device import pick_device
 
@@ -43,15 +49,24 @@ class ModelIOManager(dg.ConfigurableIOManager):
     def _dir(self, key: dg.AssetKey) -> Path:
         return self.lake.path(*key.path)
 
-    def handle_output(self, context: dg.OutputContext, obj: RatingModel) -> None:
+    def _check(self, context: dg.OutputContext, obj: nn.Module) -> None:
         if not isinstance(obj, RatingModel):
             raise TypeError(f"{context.asset_key.to_user_string()}: expected a RatingModel, "
                             f"got {type(obj).__name__}")
+
+    def _save(self, obj: nn.Module, folder: Path) -> None:
+        obj.save(folder)  # type: ignore[operator]
+
+    def _load(self, folder: Path) -> nn.Module:
+        return load_model(folder, map_location="cpu")
+
+    def handle_output(self, context: dg.OutputContext, obj: nn.Module) -> None:
+        self._check(context, obj)
         final = self._dir(context.asset_key)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
         try:
-            obj.save(tmp)
+            self._save(obj, tmp)
             os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide the model from other users
             replace_dir(tmp, final)
         finally:
@@ -60,8 +75,8 @@ class ModelIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata({"path": dg.MetadataValue.path(str(final)),
                                      "size_bytes": size, "family": obj.family})
 
-    def load_input(self, context: dg.InputContext) -> RatingModel:
-        return load_model(self._dir(context.asset_key), map_location="cpu")
+    def load_input(self, context: dg.InputContext) -> nn.Module:
+        return self._load(self._dir(context.asset_key))
 
 
 class DeviceResource(dg.ConfigurableResource):

@@ -142,12 +142,13 @@ def final_metrics(result: ExperimentResult) -> dict[str, float]:
     return out
 
 
-def epoch_logger(name: str, log: Any) -> Any:
-    """``on_epoch`` for the loop: MLflow metrics at ``step=epoch`` and one log line."""
+def epoch_logger(name: str, log: Any, shown: tuple[str, ...] = EPOCH_LINE_KEYS) -> Any:
+    """``on_epoch`` for a training loop: MLflow metrics at ``step=epoch`` and one log line
+    with the ``shown`` metrics and the throughput."""
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         mlflow.log_metrics({metric_key(k): float(v) for k, v in metrics.items()}, step=epoch)
-        losses = " ".join(f"{k}={metrics[k]:.4f}" for k in EPOCH_LINE_KEYS if k in metrics)
-        log.info(f"{name} epoch {epoch}: {losses} "
+        values = " ".join(f"{k}={metrics[k]:.4f}" for k in shown if k in metrics)
+        log.info(f"{name} epoch {epoch}: {values} "
                  f"{metrics.get('samples_per_s', float('nan')):,.0f} samples/s")
 
     return on_epoch

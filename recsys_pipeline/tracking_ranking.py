@@ -10,8 +10,6 @@ rating models' ``data.train_sha256`` tag, so the rating leaderboard never lists 
 """
 
 import dataclasses
-import os
-import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -24,11 +22,12 @@ from torch import nn
 from recsys_pipeline.champion import TAG_RELEASE, GateDecision, gate
 from recsys_pipeline.data.raw_watch import ingested_release_name
 from recsys_pipeline.evaluation.selection import Contender
-from recsys_pipeline.model_io import ModelIOManager, replace_dir
-from recsys_pipeline.models.base import CONFIG_FILE, STATE_FILE, config_to_dict, save_model
+from recsys_pipeline.model_io import ModelIOManager
+from recsys_pipeline.models.base import config_to_dict, save_model
 from recsys_pipeline.models.ranking_base import load_ranking_model
 from recsys_pipeline.tracking import (
     MlflowResource,
+    epoch_logger,
     metric_key,
     registered_name,
     run_row,
@@ -49,36 +48,16 @@ class RankingModelIOManager(ModelIOManager):
     state_dict.pt}``, written into a temp folder and renamed into place; loaded with
     ``models.ranking_base.load_ranking_model`` (``torch.load(weights_only=True)``)."""
 
-    def handle_output(self, context: dg.OutputContext, obj: nn.Module) -> None:
+    def _check(self, context: dg.OutputContext, obj: nn.Module) -> None:
         if not hasattr(obj, "family") or not hasattr(obj, "config"):
             raise TypeError(f"{context.asset_key.to_user_string()}: expected a ranking model, "
                             f"got {type(obj).__name__}")
-        final = self._dir(context.asset_key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-        try:
-            save_model(obj, tmp)  # type: ignore[arg-type]
-            os.chmod(tmp, 0o755)
-            replace_dir(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        size = sum((final / f).stat().st_size for f in (CONFIG_FILE, STATE_FILE))
-        context.add_output_metadata({"path": dg.MetadataValue.path(str(final)),
-                                     "size_bytes": size, "family": obj.family})
 
-    def load_input(self, context: dg.InputContext) -> nn.Module:
-        return load_ranking_model(self._dir(context.asset_key), map_location="cpu")
+    def _save(self, obj: nn.Module, folder: Path) -> None:
+        save_model(obj, folder)  # type: ignore[arg-type]
 
-
-def ranking_epoch_logger(name: str, log: Any) -> Callable[[int, dict[str, float]], None]:
-    """``on_epoch`` for the ranking loop: MLflow metrics at ``step=epoch`` and one log line."""
-    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        mlflow.log_metrics({metric_key(k): float(v) for k, v in metrics.items()}, step=epoch)
-        shown = " ".join(f"{k}={metrics[k]:.4f}" for k in EPOCH_KEYS if k in metrics)
-        log.info(f"{name} epoch {epoch}: {shown} "
-                 f"{metrics.get('samples_per_s', float('nan')):,.0f} samples/s")
-
-    return on_epoch
+    def _load(self, folder: Path) -> nn.Module:
+        return load_ranking_model(folder, map_location="cpu")
 
 
 def ranking_final_metrics(outcome: RankingOutcome) -> dict[str, float]:
@@ -140,7 +119,7 @@ def train_and_track_ranking(
                            **{f"train.{k}": v for k, v in loop.items()},
                            **system_params("cpu" if device == "auto" else device),
                            **(params or {})})
-        outcome = fit(ranking_epoch_logger(name, log))
+        outcome = fit(epoch_logger(name, log, EPOCH_KEYS))
         mlflow.log_metrics(ranking_final_metrics(outcome))
         with tempfile.TemporaryDirectory() as tmp:
             save_model(outcome.model, tmp)  # type: ignore[arg-type]
