@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ from recsys_pipeline.data.split import SplitConfig, split_ratings
 from recsys_pipeline.evaluation.rating import predict
 from recsys_pipeline.models.deepfm import DeepFMConfig
 from recsys_pipeline.models.mlp import MLPConfig
-from recsys_pipeline.training.device import pick_device, synchronize
+from recsys_pipeline.training.device import cpu_name, pick_device, synchronize
 from recsys_pipeline.training.experiment import ExperimentData, ItemFeatures, run_experiment
 from recsys_pipeline.training.loop import TrainConfig
 
@@ -91,17 +90,6 @@ PRESETS: dict[str, Preset] = {
         TrainConfig(epochs=30, batch_size=1024, lr=2e-3, weight_decay=1e-5, patience=3,
                     seed=42)),
 }
-
-
-def cpu_name() -> str:
-    """The CPU model (``/proc/cpuinfo`` "model name" on Linux), else the platform's word."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_line(device: torch.device) -> str:

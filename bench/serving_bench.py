@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -48,7 +47,7 @@ from recsys_pipeline.models.mf import MFConfig, MFModel  # noqa: E402
 from recsys_pipeline.models.mlp import MLPModel  # noqa: E402
 from recsys_pipeline.serving.fold_in import fold_in  # noqa: E402
 from recsys_pipeline.serving.recommend import batch_top_k, seen_items, top_k_table  # noqa: E402
-from recsys_pipeline.training.device import pick_device, synchronize  # noqa: E402
+from recsys_pipeline.training.device import cpu_name, pick_device, synchronize  # noqa: E402
 
 RELEASE = ROOT / "data_lake" / "raw" / "ml-latest-small"
 ML25M_USERS, ML25M_ITEMS = 162_541, 59_047
@@ -65,15 +64,6 @@ def timed(fn: Callable[[], Any], device: torch.device, repeats: int) -> tuple[fl
         synchronize(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times), out
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                    if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def small_case(args: argparse.Namespace, device: torch.device) -> tuple[Any, Any, Any]:

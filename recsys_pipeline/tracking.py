@@ -67,7 +67,7 @@ from recsys_pipeline.mlflow_resource import (  # noqa: F401 (re-exported for the
 from recsys_pipeline.models.base import RatingModel, config_to_dict
 from recsys_pipeline.models.export import PairScorer
 from recsys_pipeline.tracking_export import log_exports
-from recsys_pipeline.training.device import pick_device
+from recsys_pipeline.training.device import cpu_name, pick_device
 from recsys_pipeline.training.experiment import (
     EvalConfig,
     ExperimentData,
@@ -98,17 +98,6 @@ def learning_curve_png(history: list[dict[str, float]], title: str, best_epoch: 
     finally:
         plt.close(fig)
     return buf.getvalue()
-
-
-def cpu_name() -> str:
-    """The CPU model (``/proc/cpuinfo`` "model name" on Linux), else the platform's word."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def system_params(device: str) -> dict[str, Any]:

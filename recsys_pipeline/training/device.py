@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import platform
+from pathlib import Path
 
 import torch
 
@@ -52,3 +54,14 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued kernels on ``device`` (so wall-clock timings are honest); no-op on CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo`` "model name" on Linux), else the platform's word."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
