@@ -6,10 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pytest
 
-from recsys_pipeline import schema
+from recsys_pipeline.data.movielens import detect_release, read_table
 
 ML_SMALL = Path(__file__).resolve().parents[2] / "data_lake/raw/ml-latest-small/ratings.csv"
 
@@ -22,16 +21,7 @@ def rng() -> np.random.Generator:
 
 @pytest.fixture(scope="session")
 def ml_small_ratings() -> pa.Table:
-    """ml-latest-small ratings.csv read straight with pyarrow into ``schema.RATINGS_SCHEMA``."""
+    """ml-latest-small ratings.csv read by the project's reader (``schema.RATINGS_SCHEMA``)."""
     if not ML_SMALL.is_file():
         pytest.skip(f"{ML_SMALL} not present (the shipped ml-latest-small is missing)")
-    raw = pacsv.read_csv(ML_SMALL)
-    return pa.Table.from_arrays(
-        [
-            raw.column("userId").cast(pa.int32()),
-            raw.column("movieId").cast(pa.int32()),
-            raw.column("rating").cast(pa.float32()),
-            raw.column("timestamp").cast(pa.int64()).cast(schema.TIMESTAMP_TYPE),
-        ],
-        schema=schema.RATINGS_SCHEMA,
-    )
+    return read_table(detect_release(ML_SMALL.parent), "ratings")
