@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from recsys_pipeline_tests.light_imports import heavy_imports
 
 MODULES = [
     "recsys_pipeline.models.ranking_base", "recsys_pipeline.models.autoencoder",
@@ -16,11 +15,4 @@ MODULES = [
 
 
 def test_ranking_core_imports_stay_light() -> None:
-    code = (
-        "import sys\n"
-        + "".join(f"import {m}\n" for m in MODULES)
-        + "heavy = {'dagster', 'mlflow', 'duckdb', 'pandas'}\n"
-        "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert heavy_imports(MODULES) == []
