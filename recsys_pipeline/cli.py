@@ -156,14 +156,7 @@ def _cmd_similar(args: argparse.Namespace) -> int:
     from recsys_pipeline.serving.similar import similar_items
 
     served = _serving_model(args)
-    if served.model.family == "two_tower":
-        from recsys_pipeline.serving.ranking_similar import two_tower_similar_items
-
-        table = two_tower_similar_items(served.model, served.maps, load_movies(args.lake),
-                                        args.item, args.k)
-    else:
-        table = similar_items(served.model, served.maps, load_movies(args.lake), args.item,
-                              args.k)
+    table = similar_items(served.model, served.maps, load_movies(args.lake), args.item, args.k)
     print(f"{args.k} movies most similar to item {args.item} (cosine of item embeddings):")
     _print_table(table)
     return 0

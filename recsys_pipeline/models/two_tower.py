@@ -155,6 +155,11 @@ class TwoTowerModel(RatingModel):
         h = self.item_top(h)
         return F.normalize(h, dim=-1) if self.config.normalize else h
 
+    def user_embeddings(self) -> torch.Tensor:
+        """Every user's tower output.  # [n_users, dim]"""
+        with torch.no_grad():
+            return self.user_vectors(torch.arange(self.n_users, device=self.item_log_q.device))
+
     def item_embeddings(self) -> torch.Tensor:
         """Every item's tower output, for a nearest-neighbour index.  # [n_items, dim]"""
         with torch.no_grad():

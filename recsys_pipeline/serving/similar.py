@@ -2,7 +2,9 @@
 
 Embedding models keep one vector per user and per item (MF: the factors ``p_u`` / ``q_i``;
 MLP, DeepFM: their id embeddings; NeuMF: its GMF embeddings, whose element-wise product the
-output layer weighs). :func:`embeddings` hands them out for every family that has them.
+output layer weighs; two-tower: its tower outputs, id plus side features, from
+``user_embeddings()`` / ``item_embeddings()``). :func:`embeddings` hands them out for every
+family that has them; fold-in and sequence models have none that serve this purpose.
 
 * :func:`recommend_by_embedding` ranks a user's unrated items by ``e_u · e_i`` (cheap candidate
   retrieval, as a two-tower index would), then shows the full model's predicted rating of each
@@ -46,10 +48,14 @@ def embeddings(model: RatingModel) -> tuple[torch.Tensor, torch.Tensor] | None:
         model: Any rating model.
 
     Returns:
-        ``(user_emb [n_users, d_u], item_emb [n_items, d_i])``; None for the bias and
-        popularity models. ``d_u != d_i`` is possible for an MLP (then only item–item
-        similarity is defined).
+        ``(user_emb [n_users, d_u], item_emb [n_items, d_i])``; None for the bias,
+        popularity, fold-in and sequence models. ``d_u != d_i`` is possible for an MLP
+        (then only item–item similarity is defined).
     """
+    towers = (getattr(model, "user_embeddings", None), getattr(model, "item_embeddings", None))
+    if all(callable(t) for t in towers):
+        model.eval()
+        return towers[0]().detach(), towers[1]().detach()  # type: ignore[misc]
     names = EMBEDDING_MODULES.get(model.family)
     if names is None:
         return None

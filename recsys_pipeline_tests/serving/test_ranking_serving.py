@@ -22,7 +22,6 @@ from recsys_pipeline.resources import build_resources
 from recsys_pipeline.serving import lake_models as lm
 from recsys_pipeline.serving.fold_in import FoldInConfig, fold_in
 from recsys_pipeline.serving.ranking_serving import FoldInServing, SequenceServing
-from recsys_pipeline.serving.ranking_similar import two_tower_similar_items
 from recsys_pipeline.serving.recommend import recommend
 from recsys_pipeline.serving.similar import similar_items
 from recsys_pipeline_tests.pipeline_lake import build_pipeline_lake
@@ -218,7 +217,7 @@ def test_new_user_without_positives_is_an_error(lake, train):
 def test_similar_items(lake):
     served = lm.resolve_model(lake, "two_tower")
     movies = lm.load_movies(lake)
-    table = two_tower_similar_items(served.model, served.maps, movies, 3, K)
+    table = similar_items(served.model, served.maps, movies, 3, K)
     vectors = torch.nn.functional.normalize(served.model.item_embeddings(), dim=1)
     i = int(served.maps.to_item_idx(np.array([3]))[0])
     cos = (vectors @ vectors[i]).numpy()
