@@ -221,13 +221,6 @@ def _against(found: tuple[ModelVersion, Contender], new: Contender, policy: Gate
                         champion_value=current.value if same_data else None, **known)
 
 
-def promote_if_better(client: MlflowClient, name: str, version: str, new: Contender,
-                      policy: GatePolicy | None = None) -> tuple[bool, str]:
-    """:func:`gate` without re-scoring: ``(promoted, reason)``."""
-    decision = gate(client, name, version, new, policy)
-    return decision.promoted, decision.reason
-
-
 def rating_rescorer(model: object, valid: RatingData, maps: IdMaps,
                     tracking_uri: str) -> Rescorer:
     """A :data:`Rescorer` for pair-scoring (rating) models.
@@ -271,4 +264,4 @@ def _device_of(model: object) -> str:
 
 
 __all__ = ["CHAMPION", "TAG_RELEASE", "TAG_SELECTION", "TAG_VALID_SHA", "GateDecision",
-           "GatePolicy", "current_champion", "gate", "promote_if_better", "rating_rescorer"]
+           "GatePolicy", "current_champion", "gate", "rating_rescorer"]

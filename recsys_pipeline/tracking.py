@@ -38,14 +38,13 @@ from mlflow.entities import Run
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
-from recsys_pipeline.champion import (  # noqa: F401 (CHAMPION, promote_if_better: re-exported)
+from recsys_pipeline.champion import (  # noqa: F401 (CHAMPION: re-exported)
     CHAMPION,
     TAG_RELEASE,
     TAG_SELECTION,
     GateDecision,
     GatePolicy,
     gate,
-    promote_if_better,
     rating_rescorer,
 )
 from recsys_pipeline.data.encode import IdMaps

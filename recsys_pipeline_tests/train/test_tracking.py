@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from recsys_pipeline.champion import gate
 from recsys_pipeline.evaluation.selection import Contender
 from recsys_pipeline.models.mf import MFConfig
 from recsys_pipeline.models.popularity import PopularityConfig
@@ -19,7 +20,6 @@ from recsys_pipeline.tracking import (
     TAG_TRAIN_SHA,
     TAG_VALID_SHA,
     leaderboard_rows,
-    promote_if_better,
     train_and_track,
 )
 from recsys_pipeline.training.experiment import ExperimentData
@@ -109,8 +109,8 @@ def test_champion_moves_only_for_better_scores_on_the_same_data(tracker) -> None
 
     def register(value: float, valid_hash: str) -> tuple[bool, str]:
         version = client.create_model_version("recsys-mf", source="file:///nowhere").version
-        won, _ = promote_if_better(client, "recsys-mf", version,
-                                   Contender("rmse", value, "min", valid_hash))
+        won = gate(client, "recsys-mf", version,
+                   Contender("rmse", value, "min", valid_hash)).promoted
         return won, str(client.get_model_version_by_alias("recsys-mf", CHAMPION).version)
 
     assert register(0.90, "A") == (True, "1")  # first: no champion yet
