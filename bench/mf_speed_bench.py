@@ -57,12 +57,11 @@ from recsys_pipeline.models.mlp import MLPConfig
 from recsys_pipeline.models.neumf import NeuMFConfig
 from recsys_pipeline.models.popularity import PopularityConfig
 from recsys_pipeline.training.data import RatingData
-from recsys_pipeline.training.device import pick_device, synchronize
+from recsys_pipeline.training.device import model_device, pick_device, synchronize
 from recsys_pipeline.training.experiment import (
     MODEL_CLASSES,
     ItemFeatures,
     build_model,
-    model_device,
 )
 from recsys_pipeline.training.loop import TrainConfig, fit
 

@@ -38,6 +38,7 @@ from recsys_pipeline.evaluation.rating import predict
 from recsys_pipeline.evaluation.rescore import known_pairs, pair_metric
 from recsys_pipeline.evaluation.selection import Contender, champion_verdict
 from recsys_pipeline.training.data import RatingData
+from recsys_pipeline.training.device import model_device
 
 CHAMPION = "champion"
 TAG_SELECTION = "selection_metric"
@@ -250,17 +251,12 @@ def rating_rescorer(model: object, valid: RatingData, maps: IdMaps,
         loaded = mlflow.pyfunc.load_model(champion.source)
         champ_pred = np.asarray(loaded.predict(np.stack([cu, ci], 1)), dtype=np.float64)
         subset = valid.subset(torch.from_numpy(np.flatnonzero(mask)).to(valid.device))
-        chal_pred = predict(model, subset.to(_device_of(model)))  # type: ignore[arg-type]
+        chal_pred = predict(model, subset.to(model_device(model)))  # type: ignore[arg-type]
         truth = subset.ratings
         return (pair_metric(champ_pred, truth, metric), pair_metric(chal_pred, truth, metric),
                 int(mask.sum()), int(mask.size))
 
     return rescore
-
-
-def _device_of(model: object) -> str:
-    params = list(model.parameters()) + list(model.buffers())  # type: ignore[attr-defined]
-    return str(params[0].device) if params else "cpu"
 
 
 __all__ = ["CHAMPION", "TAG_RELEASE", "TAG_SELECTION", "TAG_VALID_SHA", "GateDecision",

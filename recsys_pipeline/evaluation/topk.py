@@ -24,6 +24,7 @@ from recsys_pipeline.evaluation.ranking import (
     reciprocal_rank_at_k,
 )
 from recsys_pipeline.training.data import RatingData
+from recsys_pipeline.training.device import model_device
 
 
 @dataclass(frozen=True)
@@ -98,12 +99,6 @@ class ItemSets:
         return out
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for t in (*model.parameters(), *model.buffers()):
-        return t.device
-    return torch.device("cpu")
-
-
 @torch.no_grad()
 def _top_k_batch(
     model: nn.Module, users: torch.Tensor, k: int, exclude: ItemSets | None
@@ -140,7 +135,7 @@ def top_k_items(
     n_items = model.n_items
     if not 1 <= k <= n_items:
         raise ValueError(f"k={k} must be in [1, n_items={n_items}]")
-    device = _model_device(model)
+    device = model_device(model)
     model.eval()
     users = users.to(device)
     exclude = exclude.to(device) if exclude is not None else None
@@ -178,7 +173,7 @@ def evaluate_topk(
     n_users, n_items = model.n_users, model.n_items
     if not ks or any(not 1 <= k <= n_items for k in ks):
         raise ValueError(f"ks={tuple(ks)} must be non-empty with each k in [1, {n_items}]")
-    device = _model_device(model)
+    device = model_device(model)
     model.eval()
     test = test.to(device)
     test.validate(n_users=n_users, n_items=n_items)

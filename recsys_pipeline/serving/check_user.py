@@ -23,10 +23,10 @@ from recsys_pipeline.serving.tables import (
     MOVIE_FIELDS,
     PREDICTED,
     check_model_maps,
-    model_device,
     movie_details,
 )
 from recsys_pipeline.training.data import RatingData
+from recsys_pipeline.training.device import model_device
 from recsys_pipeline.training.seed import numpy_generator
 
 CHECK_SCHEMA = pa.schema(

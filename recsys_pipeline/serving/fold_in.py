@@ -35,9 +35,9 @@ from recsys_pipeline.serving.tables import (
     RECOMMENDATIONS_SCHEMA,
     SCORE,
     check_model_maps,
-    model_device,
     ranked_table,
 )
+from recsys_pipeline.training.device import model_device
 from recsys_pipeline.training.seed import torch_generator
 
 # family -> the parameters indexed by user_idx, which a folded-in user gets fresh copies of

@@ -20,7 +20,8 @@ import torch
 from recsys_pipeline import schema as S
 from recsys_pipeline.data.encode import IdMaps, load_id_maps, save_id_maps
 from recsys_pipeline.models.base import RatingModel, load_model
-from recsys_pipeline.serving.tables import SCORE, check_model_maps, model_device
+from recsys_pipeline.serving.tables import SCORE, check_model_maps
+from recsys_pipeline.training.device import model_device
 
 MODEL_DIR = "model"
 MAPS_DIR = "id_maps"

@@ -36,10 +36,10 @@ from recsys_pipeline.serving.tables import (
     SCORE,
     USER_TOP_K_SCHEMA,
     check_model_maps,
-    model_device,
     one_user_idx,
     ranked_table,
 )
+from recsys_pipeline.training.device import model_device
 
 logger = logging.getLogger(__name__)
 

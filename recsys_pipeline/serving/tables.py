@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 from torch import nn
 
 from recsys_pipeline import schema as S
@@ -92,13 +91,6 @@ def check_model_maps(model: nn.Module, maps: IdMaps) -> None:
         raise ValueError(f"{type(model).__name__} has n_users={n_users}, n_items={n_items} but "
                          f"the id maps have {maps.n_users} users and {maps.n_items} items; "
                          "use the maps the model was trained with")
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer (CPU for an empty model)."""
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
 
 
 def one_user_idx(maps: IdMaps, user_id: int) -> int:

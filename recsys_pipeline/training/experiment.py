@@ -35,7 +35,7 @@ from recsys_pipeline.models.mlp import MLPConfig, MLPModel
 from recsys_pipeline.models.neumf import NeuMFConfig, NeuMFModel
 from recsys_pipeline.models.popularity import PopularityConfig, PopularityModel
 from recsys_pipeline.training.data import RatingData
-from recsys_pipeline.training.device import pick_device, synchronize
+from recsys_pipeline.training.device import model_device, pick_device, synchronize
 from recsys_pipeline.training.loop import TrainConfig, fit
 
 logger = logging.getLogger(__name__)
@@ -172,13 +172,6 @@ def selection_metric(model: RatingModel, ks: tuple[int, ...]) -> tuple[str, str]
     if model.predicts_ratings:
         return "rmse", "min"
     return f"ndcg@{min(ks)}", "max"
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer (CPU for an empty model)."""
-    for tensor in (*model.parameters(), *model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
 
 
 def evaluate_split(model: RatingModel, data: RatingData, exclude: ItemSets,
