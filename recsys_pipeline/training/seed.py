@@ -81,7 +81,8 @@ def global_rng_state(device: torch.device) -> dict[str, torch.Tensor]:
 def scoped_global_rng(
     device: torch.device, seed: int, state: dict[str, torch.Tensor] | None = None
 ) -> Iterator[None]:
-    """Fork the torch global RNG, set it from a saved ``state`` or ``seed``, restore on exit.
+    """Fork the torch global RNG, set it from a saved ``state`` or ``seed``, restore on exit;
+    run the body with deterministic algorithms (:func:`deterministic_algorithms`).
 
     ``nn.Dropout`` and friends take no ``generator`` argument, so a reproducible fit has to set
     the global stream; forking keeps that change from leaking to the caller.
@@ -96,7 +97,7 @@ def scoped_global_rng(
     """
     state = state or {}
     cuda_devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda_devices):
+    with torch.random.fork_rng(devices=cuda_devices), deterministic_algorithms():
         cpu_state = state.get("cpu")
         if cpu_state is None:
             cpu_state = torch_generator(seed, 0).get_state()
@@ -107,3 +108,24 @@ def scoped_global_rng(
                 cuda_state = torch_generator(seed, 0, device=device).get_state()
             torch.cuda.set_rng_state(cuda_state.cpu(), device)
         yield
+
+
+@contextmanager
+def deterministic_algorithms() -> Iterator[None]:
+    """Run the body with ``torch.use_deterministic_algorithms(True, warn_only=True)``, then
+    restore the caller's setting.
+
+    With several CPU threads some backward kernels (e.g. GRU4Rec's embedding gradients)
+    otherwise sum in a thread-dependent order, so two fits of the same seed drift apart;
+    ``warn_only`` keeps an op without a deterministic kernel (some CUDA ops) from failing.
+
+    Yields:
+        Nothing.
+    """
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)

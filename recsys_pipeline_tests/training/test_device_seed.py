@@ -51,3 +51,20 @@ def test_scoped_global_rng_is_reproducible_and_does_not_leak() -> None:
         second = torch.rand(4)
     assert torch.equal(first, second)
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_fits_run_with_deterministic_algorithms_and_restore_the_setting(planted) -> None:
+    from recsys_pipeline.models.mf import MFConfig, MFModel
+    from recsys_pipeline.training.loop import TrainConfig, fit
+
+    assert not torch.are_deterministic_algorithms_enabled()
+    seen = []
+    model = MFModel(planted.n_users, planted.n_items, MFConfig(n_factors=4))
+    fit(model, planted.train, planted.valid, TrainConfig(epochs=2, batch_size=256, device="cpu"),
+        on_epoch=lambda e, m: seen.append((torch.are_deterministic_algorithms_enabled(),
+                                           torch.is_deterministic_algorithms_warn_only_enabled())))
+    assert seen == [(True, True), (True, True)]
+    assert not torch.are_deterministic_algorithms_enabled()
+    with scoped_global_rng(torch.device("cpu"), seed=1):
+        assert torch.are_deterministic_algorithms_enabled()
+    assert not torch.are_deterministic_algorithms_enabled()
