@@ -11,8 +11,10 @@ the current one, by the rule of ``evaluation.selection.champion_verdict``:
 * same validation data: the challenger must be better by more than ``margin``;
 * other validation data of the same release (a retrain after new ratings or new users): the
   champion is re-scored on the challenger's validation rows it knows (rating models: RMSE /
-  MAE through the original ids), the challenger on the same rows, and the margin rule
-  applies; where re-scoring is impossible (ranking metrics) ``when_incomparable`` decides.
+  MAE through the original ids; fold-in ranking models: NDCG@10 of the challenger's
+  validation users the champion never trained on, over the items both know), the challenger
+  on the same rows, and the margin rule applies; where re-scoring is impossible (sequence
+  and two-tower models) ``when_incomparable`` decides.
 
 The decision, both values, the margin and both data hashes go into the challenger run's
 MLflow tags (``champion.*``) and the asset's metadata, so a model never silently replaces a
@@ -44,7 +46,6 @@ CHAMPION = "champion"
 TAG_SELECTION = "selection_metric"
 TAG_VALID_SHA = "data.valid_sha256"
 TAG_RELEASE = "data.release"
-RESCORABLE = ("rmse", "mae")
 
 # champion rescorer: (champion version, metric) -> (champion value, challenger value on the
 # same rows, rows compared, validation rows of the challenger)
@@ -200,8 +201,7 @@ def _against(found: tuple[ModelVersion, Contender], new: Contender, policy: Gate
                                   "takes over", challenger_value=new.value,
                             champion_value=None, **known)
     same_data = current.valid_sha256 == new.valid_sha256 and current.metric == new.metric
-    if (not same_data and rescore is not None and new.metric in RESCORABLE
-            and current.metric == new.metric):
+    if not same_data and rescore is not None and current.metric == new.metric:
         try:
             champ_value, chal_value, rows, total = rescore(champion, new.metric)
         except (ValueError, OSError, mlflow.MlflowException) as exc:

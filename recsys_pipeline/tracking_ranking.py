@@ -17,14 +17,21 @@ from typing import Any
 
 import dagster as dg
 import mlflow
+import mlflow.artifacts
+import numpy as np
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+from mlflow.entities.model_registry import ModelVersion
 from torch import nn
 
-from recsys_pipeline.champion import TAG_RELEASE, GateDecision, gate
+from recsys_pipeline import schema as S
+from recsys_pipeline.champion import TAG_RELEASE, GateDecision, Rescorer, gate
 from recsys_pipeline.data.raw_watch import ingested_release_name
+from recsys_pipeline.evaluation.rescore import rescore_fold_in
 from recsys_pipeline.evaluation.selection import Contender
 from recsys_pipeline.model_io import ModelIOManager
 from recsys_pipeline.models.base import config_to_dict, save_model
-from recsys_pipeline.models.ranking_base import load_ranking_model
+from recsys_pipeline.models.ranking_base import FoldInModel, load_ranking_model
 from recsys_pipeline.tracking import (
     MlflowResource,
     epoch_logger,
@@ -33,7 +40,15 @@ from recsys_pipeline.tracking import (
     run_row,
     system_params,
 )
-from recsys_pipeline.tracking_export import lake_ids, log_exports
+from recsys_pipeline.tracking_export import (
+    ITEMS_FILE,
+    MODEL_DIR,
+    PYFUNC_DIR,
+    USERS_FILE,
+    lake_ids,
+    log_exports,
+)
+from recsys_pipeline.training.device import model_device
 from recsys_pipeline.training.ranking_experiment import SELECTION_METRIC, RankingOutcome
 from recsys_pipeline.training.ranking_loop import RankingTrainConfig
 
@@ -82,11 +97,44 @@ class TrackedRanking:
     gate: GateDecision | None = None
 
 
+def fold_in_rescorer(model: FoldInModel, fold_in: sp.spmatrix, heldout: sp.spmatrix,
+                     user_ids: np.ndarray, item_ids: np.ndarray, tracking_uri: str) -> Rescorer:
+    """A :data:`~recsys_pipeline.champion.Rescorer` for fold-in (strong-generalization) models.
+
+    The champion's weights and id lists come from its run's ``original_ids_model/``
+    artifacts; both models are scored by ``evaluation.rescore.rescore_fold_in`` on the
+    challenger's validation users the champion never trained on, over the items both know.
+
+    Args:
+        model: The challenger, in memory.
+        fold_in: Its validation users' fold-in rows.  # [n_users, n_items] CSR
+        heldout: Their held-out rows.  # [n_users, n_items] CSR
+        user_ids: Original id of each row.  # [n_users]
+        item_ids: Original id of each column.  # [n_items]
+        tracking_uri: Where the champion's run lives.
+    """
+    def rescore(champion: ModelVersion, metric: str) -> tuple[float, float, int, int]:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(mlflow.artifacts.download_artifacts(
+                run_id=champion.run_id, artifact_path=f"{PYFUNC_DIR}/artifacts", dst_path=tmp,
+                tracking_uri=tracking_uri))
+            old = load_ranking_model(root / MODEL_DIR, map_location=model_device(model))
+            users = pq.read_table(root / USERS_FILE).column(S.USER_ID).to_numpy()
+            items = pq.read_table(root / ITEMS_FILE).column(S.ITEM_ID).to_numpy()
+        if not isinstance(old, FoldInModel):
+            raise ValueError(f"the champion is a {type(old).__name__}, not a fold-in model")
+        return rescore_fold_in(old.eval(), users, items, model, user_ids, item_ids, fold_in,
+                               heldout, metric)
+
+    return rescore
+
+
 def _register(tracker: MlflowResource, run_id: str, family: str, valid: float,
-              valid_sha: str) -> tuple[str, GateDecision] | None:
+              valid_sha: str, rescore: Rescorer | None) -> tuple[str, GateDecision] | None:
     """Register ``runs:/<run>/model`` as a version of ``recsys-<family>``; apply the
-    champion gate on the validation NDCG@10 (higher is better; no re-scoring, so changed
-    validation data follows the resource's ``champion_when_incomparable``)."""
+    champion gate on the validation NDCG@10 (higher is better). On changed validation data
+    ``rescore`` (fold-in models) compares both on the same users; otherwise the resource's
+    ``champion_when_incomparable`` decides."""
     if not tracker.register_models:
         return None
     client, name = tracker.client(), registered_name(family)
@@ -98,7 +146,8 @@ def _register(tracker: MlflowResource, run_id: str, family: str, valid: float,
     if release:
         mlflow.set_tag(TAG_RELEASE, release)
     contender = Contender(SELECTION_METRIC, valid, "max", valid_sha)
-    return version, gate(client, name, version, contender, tracker.gate_policy(), release)
+    return version, gate(client, name, version, contender, tracker.gate_policy(), release,
+                         rescore)
 
 
 def train_and_track_ranking(
@@ -106,8 +155,12 @@ def train_and_track_ranking(
     fit: Callable[[Callable[[int, dict[str, float]], None]], RankingOutcome],
     model_config: Any, train_config: RankingTrainConfig | None, tags: Mapping[str, str],
     params: Mapping[str, Any] | None = None,
+    validation: tuple[sp.spmatrix, sp.spmatrix] | None = None,
 ) -> TrackedRanking:
     """Run ``fit(on_epoch)`` inside one MLflow run; log params, metrics, model; register.
+
+    ``validation`` (a fold-in model's validation fold-in and held-out rows) lets the champion
+    gate re-score the champion on them when the data changed.
 
     Returns:
         The outcome, run id and registry result. An exception ends the run FAILED.
@@ -124,11 +177,16 @@ def train_and_track_ranking(
         with tempfile.TemporaryDirectory() as tmp:
             save_model(outcome.model, tmp)  # type: ignore[arg-type]
             mlflow.log_artifacts(tmp, "model")
-        log_exports(outcome.model, *lake_ids(tracker.lake.path(), outcome.model),
-                    onnx=tracker.log_onnx, log=log)
+        user_ids, item_ids = lake_ids(tracker.lake.path(), outcome.model)
+        log_exports(outcome.model, user_ids, item_ids, onnx=tracker.log_onnx, log=log)
+        rescore = None
+        if (validation is not None and user_ids is not None and item_ids is not None
+                and isinstance(outcome.model, FoldInModel)):
+            rescore = fold_in_rescorer(outcome.model, *validation, user_ids, item_ids,
+                                       tracker.resolved_tracking_uri())
         valid = outcome.valid.get(SELECTION_METRIC, float("nan"))
         registered = _register(tracker, run.info.run_id, family, valid,
-                               tags.get(TAG_RANKING_VALID_SHA, ""))
+                               tags.get(TAG_RANKING_VALID_SHA, ""), rescore)
         if registered is None:
             mlflow.set_tags({"champion": "false", "champion_reason": "not registered"})
             return TrackedRanking(outcome, run.info.run_id, None, False, "not registered")

@@ -129,13 +129,14 @@ class GRU4RecModelConfig(_RankingLoopConfig):
     patience: int | None = 5  # stop after this many validations without a better NDCG@10
     embedding_dim: int = 64  # item embedding width
     hidden: int = 100  # GRU width
+    tied: bool = False  # input embeddings = output embeddings (needs embedding_dim = hidden)
     dropout: float = 0.2  # dropout on embeddings and outputs
     loss: str = "sampled"  # "sampled" (popularity-sampled softmax, fast) or "ce" (full)
     n_negatives: int = 256  # shared negatives per batch for "sampled"
 
     def to_core(self) -> GRU4RecConfig:
         return GRU4RecConfig(embedding_dim=self.embedding_dim, hidden=self.hidden,
-                             dropout=self.dropout, loss=self.loss,
+                             tied=self.tied, dropout=self.dropout, loss=self.loss,
                              n_negatives=self.n_negatives, seed=self.seed)
 
 
@@ -192,12 +193,16 @@ def _tags(context: dg.AssetExecutionContext, lake: LakeResource, family: str,
 
 def _track(context: dg.AssetExecutionContext, mlflow: MlflowResource, lake: LakeResource,
            model: Any, protocol: str, fit: Any, loop: RankingTrainConfig | None,
-           params: dict[str, Any] | None = None) -> Any:
-    """Train + evaluate ``model`` in one MLflow run; attach its metadata; return it."""
+           params: dict[str, Any] | None = None, strong: Any = None) -> Any:
+    """Train + evaluate ``model`` in one MLflow run; attach its metadata; return it.
+
+    ``strong`` (fold-in models' matrices) lets the champion gate re-score on its validation
+    users."""
     tracked: TrackedRanking = train_and_track_ranking(
         mlflow, context.log, name=context.asset_key.path[-1], family=model.family,
         fit=fit, model_config=model.config, train_config=loop,
-        tags=_tags(context, lake, model.family, protocol), params=params)
+        tags=_tags(context, lake, model.family, protocol), params=params,
+        validation=None if strong is None else strong.fold_in_pair("valid"))
     out = tracked.outcome
     rows = [{"metric": k, "valid": round(out.valid[k], 4), "test": round(out.test[k], 4)}
             for k in SHOWN if k in out.test]
@@ -232,7 +237,8 @@ def autoencoder_model(context: dg.AssetExecutionContext, config: AutoEncoderMode
     model = AutoEncoderModel(*strong.binary["train"].shape, config.to_core())
     loop = config.loop(device.device)
     return _track(context, mlflow, lake, model, STRONG, lambda cb: run_fold_in(
-        model, strong, _item_idx(columns), loop, cb, user_split), loop, _strong_params(columns))
+        model, strong, _item_idx(columns), loop, cb, user_split), loop, _strong_params(columns),
+        strong)
 
 
 @dg.asset(key_prefix=PREFIX, group_name=GROUP, io_manager_key=MODEL_IO, ins=STRONG_INS,
@@ -244,7 +250,8 @@ def multvae_model(context: dg.AssetExecutionContext, config: MultVAEModelConfig,
     model = MultVAEModel(*strong.binary["train"].shape, config.to_core())
     loop = config.loop(device.device)
     return _track(context, mlflow, lake, model, STRONG, lambda cb: run_fold_in(
-        model, strong, _item_idx(columns), loop, cb, user_split), loop, _strong_params(columns))
+        model, strong, _item_idx(columns), loop, cb, user_split), loop, _strong_params(columns),
+        strong)
 
 
 @dg.asset(key_prefix=PREFIX, group_name=GROUP, io_manager_key=MODEL_IO, ins=STRONG_INS,
@@ -259,7 +266,7 @@ def ease_model(context: dg.AssetExecutionContext, config: EASEModelConfig,
         return run_fold_in(model, strong, _item_idx(columns), None, None, user_split)
 
     return _track(context, mlflow, lake, EASEModel(1, 1, config.to_core()), STRONG, fit, None,
-                  _strong_params(columns))
+                  _strong_params(columns), strong)
 
 
 @dg.asset(key_prefix=PREFIX, group_name=GROUP, io_manager_key=MODEL_IO, ins=NEXT_INS,
