@@ -32,6 +32,9 @@ class GRU4RecConfig:
         n_negatives: Negatives per batch for ``"sampled"``.
         sample_alpha: Popularity exponent α of the negative sampler (0: uniform).
         seed: Seeds the weight init.
+        tied: GRU4Rec's "constrained embedding" (Hidasi's reference implementation): the
+            input embedding is the output embedding, so ``embedding_dim`` must equal
+            ``hidden``; halves the item parameters.
     """
 
     embedding_dim: int = 64
@@ -42,11 +45,15 @@ class GRU4RecConfig:
     n_negatives: int = 256
     sample_alpha: float = 0.75
     seed: int = 0
+    tied: bool = False
 
     def __post_init__(self) -> None:
         if min(self.embedding_dim, self.hidden, self.n_layers) < 1:
             raise ValueError(f"embedding_dim={self.embedding_dim}, hidden={self.hidden} and "
                              f"n_layers={self.n_layers} must be >= 1")
+        if self.tied and self.embedding_dim != self.hidden:
+            raise ValueError(f"tied embeddings need embedding_dim={self.embedding_dim} equal "
+                             f"to hidden={self.hidden}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
         check_loss_fields(self.loss, self.n_negatives, self.sample_alpha)
@@ -66,15 +73,17 @@ class GRU4RecModel(SequenceModel):
     def __init__(self, n_vocab: int, config: GRU4RecConfig | None = None) -> None:
         super().__init__(n_vocab, config or GRU4RecConfig())
         cfg = self.config
-        self.embedding = nn.Embedding(self.n_tokens, cfg.embedding_dim, padding_idx=0)
+        self.out_embedding = nn.Embedding(self.n_tokens, cfg.hidden)
+        self.embedding = (self.out_embedding if cfg.tied else
+                          nn.Embedding(self.n_tokens, cfg.embedding_dim, padding_idx=0))
         self.gru = nn.GRU(cfg.embedding_dim, cfg.hidden, cfg.n_layers, batch_first=True,
                           dropout=cfg.dropout if cfg.n_layers > 1 else 0.0)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.out_embedding = nn.Embedding(self.n_tokens, cfg.hidden)
         self.out_bias = nn.Parameter(torch.zeros(self.n_tokens))
         self.register_buffer("token_counts", torch.zeros(self.n_tokens))  # [n_tokens]
         gen = torch_generator(cfg.seed)
-        init_normal(self.embedding.weight, 0.05, gen)
+        if not cfg.tied:
+            init_normal(self.embedding.weight, 0.05, gen)
         init_normal(self.out_embedding.weight, 0.05, gen)
         with torch.no_grad():
             self.embedding.weight[0].zero_()

@@ -85,6 +85,32 @@ class TestGRU4RecSampled(TestGRU4RecFullSoftmax):
                            n_negatives=6, seed=1)
 
 
+class TestGRU4RecTied(TestGRU4RecFullSoftmax):
+    config = GRU4RecConfig(embedding_dim=32, hidden=32, dropout=0.1, loss="sampled",
+                           n_negatives=6, tied=True, seed=1)
+
+
+def test_gru4rec_tied_shares_one_item_matrix(tmp_path) -> None:
+    """Tied: the GRU reads the output embeddings, one matrix in the weights and on disk."""
+    model = GRU4RecModel(9, GRU4RecConfig(embedding_dim=6, hidden=6, tied=True, seed=2))
+    assert model.embedding is model.out_embedding
+    n_item_params = sum(p.numel() for n, p in model.named_parameters() if "embedding" in n)
+    assert n_item_params == 10 * 6  # 9 items + padding, once
+    with torch.no_grad():
+        model.out_embedding.weight[4] += 1.0  # moves item 4's input and output vector
+    rows = torch.tensor([[0, 2, 4], [1, 2, 3]])
+    before = model.eval().score_next(rows)
+    model.save(tmp_path / "m")
+    loaded = GRU4RecModel.load(tmp_path / "m")
+    assert loaded.embedding is loaded.out_embedding
+    assert torch.equal(loaded.score_next(rows), before)
+    untied = GRU4RecModel(9, GRU4RecConfig(embedding_dim=6, hidden=6, seed=2))
+    assert sum(p.numel() for n, p in untied.named_parameters() if "embedding" in n) == 120
+    with pytest.raises(ValueError, match="tied embeddings need embedding_dim=8 equal to "
+                                         "hidden=6"):
+        GRU4RecConfig(embedding_dim=8, hidden=6, tied=True)
+
+
 class TestSASRecFullSoftmax(SequenceContract):
     config = SASRecConfig(max_len=12, dim=16, n_blocks=1, dropout=0.0, seed=1)
 
