@@ -48,6 +48,7 @@ from recsys_pipeline.champion import (  # noqa: F401 (CHAMPION: re-exported)
     rating_rescorer,
 )
 from recsys_pipeline.data.encode import IdMaps
+from recsys_pipeline.evaluation.rescore import PAIR_METRICS
 from recsys_pipeline.evaluation.selection import Contender
 from recsys_pipeline.mlflow_resource import (  # noqa: F401 (re-exported for the assets)
     DEFAULT_EXPERIMENT,
@@ -260,7 +261,9 @@ def train_and_track(
         if registered is not None and version is not None:
             contender = Contender(result.selection_metric, result.valid[result.selection_metric],
                                   result.selection_mode, tags.get(TAG_VALID_SHA, ""))
-            rescore = None if not {"user_map", "item_map"} <= set(id_maps or {}) else \
+            pair_scored = (result.selection_metric in PAIR_METRICS
+                           and {"user_map", "item_map"} <= set(id_maps or {}))
+            rescore = None if not pair_scored else \
                 rating_rescorer(
                 result.model, data.valid, IdMaps(id_maps["user_map"], id_maps["item_map"]),
                 tracker.resolved_tracking_uri())
