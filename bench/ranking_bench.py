@@ -316,11 +316,17 @@ def run_next_item(ratings: pa.Table, args: argparse.Namespace, device: torch.dev
         return training_sequences(windows)
 
     loss, negs = args.loss, 512
-    gru_grid: Grid = [(f"emb=64 hidden=128 drop={drop} lr={lr:g} {loss}",
-                       lambda drop=drop: GRU4RecModel(n_vocab, GRU4RecConfig(
-                           embedding_dim=64, hidden=128, dropout=drop, loss=loss,
-                           n_negatives=negs, seed=args.seed)), {"lr": lr})
-                      for lr in (3e-3, 1e-2) for drop in (0.2, 0.4)]
+    # the previous session's pick (separate input/output embeddings), then GRU4Rec's
+    # "constrained embedding" (the reference implementation's tuned setting: the output
+    # item embeddings are the inputs, embedding_dim = hidden), all at Adam lr 1e-2
+    gru_shapes = [(64, 128, False, 0.4)] + [(d, d, True, drop) for d in (64, 128)
+                                            for drop in (0.2, 0.4)]
+    gru_grid: Grid = [(f"emb={emb} hidden={hid}{' tied' if tied else ''} drop={drop} {loss}",
+                       lambda emb=emb, hid=hid, tied=tied, drop=drop: GRU4RecModel(
+                           n_vocab, GRU4RecConfig(embedding_dim=emb, hidden=hid, tied=tied,
+                                                  dropout=drop, loss=loss, n_negatives=negs,
+                                                  seed=args.seed)), {"lr": 1e-2})
+                      for emb, hid, tied, drop in gru_shapes]
     rows.append(fit_and_pick("GRU4Rec", "next", gru_grid, seqs, config, valid, "ndcg@10", test,
                              device))
     sas_grid: Grid = [(f"d=64 blocks=2 heads=1 drop={drop} {loss}",
