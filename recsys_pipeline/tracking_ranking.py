@@ -18,13 +18,12 @@ from typing import Any
 import dagster as dg
 import mlflow
 import mlflow.artifacts
+import mlflow.pyfunc
 import numpy as np
-import pyarrow.parquet as pq
 import scipy.sparse as sp
 from mlflow.entities.model_registry import ModelVersion
 from torch import nn
 
-from recsys_pipeline import schema as S
 from recsys_pipeline.champion import TAG_RELEASE, GateDecision, Rescorer, gate
 from recsys_pipeline.data.raw_watch import ingested_release_name
 from recsys_pipeline.evaluation.rescore import rescore_fold_in
@@ -41,10 +40,8 @@ from recsys_pipeline.tracking import (
     system_params,
 )
 from recsys_pipeline.tracking_export import (
-    ITEMS_FILE,
-    MODEL_DIR,
     PYFUNC_DIR,
-    USERS_FILE,
+    OriginalIdsModel,
     lake_ids,
     log_exports,
 )
@@ -101,9 +98,10 @@ def fold_in_rescorer(model: FoldInModel, fold_in: sp.spmatrix, heldout: sp.spmat
                      user_ids: np.ndarray, item_ids: np.ndarray, tracking_uri: str) -> Rescorer:
     """A :data:`~recsys_pipeline.champion.Rescorer` for fold-in (strong-generalization) models.
 
-    The champion's weights and id lists come from its run's ``original_ids_model/``
-    artifacts; both models are scored by ``evaluation.rescore.rescore_fold_in`` on the
-    challenger's validation users the champion never trained on, over the items both know.
+    The champion's weights and id lists come from its run's ``original_ids_model/`` pyfunc
+    (loaded as logged, by ``tracking_export.OriginalIdsModel``); both models are scored by
+    ``evaluation.rescore.rescore_fold_in`` on the challenger's validation users the champion
+    never trained on, over the items both know.
 
     Args:
         model: The challenger, in memory.
@@ -114,17 +112,17 @@ def fold_in_rescorer(model: FoldInModel, fold_in: sp.spmatrix, heldout: sp.spmat
         tracking_uri: Where the champion's run lives.
     """
     def rescore(champion: ModelVersion, metric: str) -> tuple[float, float, int, int]:
-        with tempfile.TemporaryDirectory() as tmp:
-            root = Path(mlflow.artifacts.download_artifacts(
-                run_id=champion.run_id, artifact_path=f"{PYFUNC_DIR}/artifacts", dst_path=tmp,
-                tracking_uri=tracking_uri))
-            old = load_ranking_model(root / MODEL_DIR, map_location=model_device(model))
-            users = pq.read_table(root / USERS_FILE).column(S.USER_ID).to_numpy()
-            items = pq.read_table(root / ITEMS_FILE).column(S.ITEM_ID).to_numpy()
+        with tempfile.TemporaryDirectory() as tmp:  # load_context reads every file at once
+            folder = mlflow.artifacts.download_artifacts(
+                run_id=champion.run_id, artifact_path=PYFUNC_DIR, dst_path=tmp,
+                tracking_uri=tracking_uri)
+            pyfunc: OriginalIdsModel = mlflow.pyfunc.load_model(folder).unwrap_python_model()
+        old = pyfunc.model
         if not isinstance(old, FoldInModel):
             raise ValueError(f"the champion is a {type(old).__name__}, not a fold-in model")
-        return rescore_fold_in(old.eval(), users, items, model, user_ids, item_ids, fold_in,
-                               heldout, metric)
+        return rescore_fold_in(old.to(model_device(model)).eval(), pyfunc.user_ids,
+                               pyfunc.item_ids, model, user_ids, item_ids, fold_in, heldout,
+                               metric)
 
     return rescore
 
