@@ -4,8 +4,10 @@ two-tower): one MLflow run per model, the champion rule on NDCG@10 (higher is be
 A run holds params (``model.*``, ``train.*``, ``data.*``, ``system.*``), per-epoch metrics
 (``step`` = epoch), final ``best_valid_*`` / ``test_*`` (and ``peruser_test_*``) metrics, and
 the model as ``model/{config.json,state_dict.pt}`` artifacts (no pickle), registered as a
-version of ``recsys-<family>``. Ranking runs carry the tag ``ranking.protocol`` and the data
-hash tags ``data.ranking_train_sha256`` / ``data.ranking_valid_sha256``; they do not carry the
+version of ``recsys-<family>``; a sequence model's run also holds the original item id of
+each token (``token_items/item_ids.parquet``) and ``data.split.method``, so a later
+challenger can re-score it. Ranking runs carry the tag ``ranking.protocol`` and the data hash
+tags ``data.ranking_train_sha256`` / ``data.ranking_valid_sha256``; they do not carry the
 rating models' ``data.train_sha256`` tag, so the rating leaderboard never lists them.
 """
 
@@ -20,17 +22,20 @@ import mlflow
 import mlflow.artifacts
 import mlflow.pyfunc
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import scipy.sparse as sp
 from mlflow.entities.model_registry import ModelVersion
 from torch import nn
 
+from recsys_pipeline import schema
 from recsys_pipeline.champion import TAG_RELEASE, GateDecision, Rescorer, gate
 from recsys_pipeline.data.raw_watch import ingested_release_name
-from recsys_pipeline.evaluation.rescore import rescore_fold_in
+from recsys_pipeline.evaluation.rescore import rescore_fold_in, rescore_next_item
 from recsys_pipeline.evaluation.selection import Contender
 from recsys_pipeline.model_io import ModelIOManager
 from recsys_pipeline.models.base import config_to_dict, save_model
-from recsys_pipeline.models.ranking_base import FoldInModel, load_ranking_model
+from recsys_pipeline.models.ranking_base import FoldInModel, SequenceModel, load_ranking_model
 from recsys_pipeline.tracking import (
     MlflowResource,
     epoch_logger,
@@ -53,6 +58,11 @@ TAG_PROTOCOL = "ranking.protocol"
 TAG_RANKING_TRAIN_SHA = "data.ranking_train_sha256"
 TAG_RANKING_VALID_SHA = "data.ranking_valid_sha256"
 EPOCH_KEYS = ("train_loss", "valid_ndcg@10", "valid_recall@20", "valid_hr@10")
+TOKEN_ITEMS_DIR, TOKEN_ITEMS_FILE = "token_items", "item_ids.parquet"
+PARAM_SPLIT_METHOD = "data.split.method"
+# splits under which a user's validation target is newer than all his training items, and
+# stays so when ratings are added: a next-item champion never trained on a later target
+TEMPORAL_SPLITS = ("user_temporal", "global_temporal")
 
 
 class RankingModelIOManager(ModelIOManager):
@@ -127,6 +137,64 @@ def fold_in_rescorer(model: FoldInModel, fold_in: sp.spmatrix, heldout: sp.spmat
     return rescore
 
 
+@dataclasses.dataclass(frozen=True)
+class NextItemValidation:
+    """A sequence model's validation rows, as the champion gate re-scores them.
+
+    Attributes:
+        tokens: Left-padded validation inputs.  # [N, L]
+        targets: Their target tokens.  # [N]
+        item_ids: Original item id of each token ``1..n_vocab``.  # [n_vocab]
+        split_method: The split the sequences come from (``SplitConfig.method``).
+    """
+
+    tokens: np.ndarray
+    targets: np.ndarray
+    item_ids: np.ndarray
+    split_method: str
+
+
+def next_item_rescorer(model: SequenceModel, validation: NextItemValidation,
+                       tracking_uri: str) -> Rescorer:
+    """A :data:`~recsys_pipeline.champion.Rescorer` for next-item (sequence) models.
+
+    The champion's weights come from its run's ``model/`` artifacts, its token ids from
+    ``token_items/``; both models are scored by ``evaluation.rescore.rescore_next_item`` on
+    the challenger's validation sequences over the items both know. Both runs' splits must be
+    temporal (``TEMPORAL_SPLITS``): under a random split the champion may have trained on the
+    challenger's validation targets, and re-scoring raises ``ValueError`` saying so.
+    """
+    def rescore(champion: ModelVersion, metric: str) -> tuple[float, float, int, int]:
+        run = mlflow.MlflowClient(tracking_uri).get_run(champion.run_id)
+        methods = {"challenger": validation.split_method,
+                   "champion": run.data.params.get(PARAM_SPLIT_METHOD, "unknown")}
+        for who, method in methods.items():
+            if method not in TEMPORAL_SPLITS:
+                raise ValueError(f"the {who}'s split is {method!r}, not one of "
+                                 f"{TEMPORAL_SPLITS}: the champion may have trained on the "
+                                 "validation targets")
+        with tempfile.TemporaryDirectory() as tmp:
+            folders = [mlflow.artifacts.download_artifacts(
+                run_id=champion.run_id, artifact_path=path, dst_path=tmp,
+                tracking_uri=tracking_uri) for path in ("model", TOKEN_ITEMS_DIR)]
+            old = load_ranking_model(folders[0], map_location=model_device(model))
+            old_ids = pq.read_table(Path(folders[1]) / TOKEN_ITEMS_FILE).column(
+                schema.ITEM_ID).to_numpy()
+        if not isinstance(old, SequenceModel):
+            raise ValueError(f"the champion is a {type(old).__name__}, not a sequence model")
+        return rescore_next_item(old.eval(), old_ids, model.eval(), validation.item_ids,
+                                 validation.tokens, validation.targets, metric)
+
+    return rescore
+
+
+def _log_token_items(item_ids: np.ndarray) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        pq.write_table(pa.table({schema.ITEM_ID: pa.array(np.asarray(item_ids), pa.int64())}),
+                       Path(tmp) / TOKEN_ITEMS_FILE)
+        mlflow.log_artifacts(tmp, TOKEN_ITEMS_DIR)
+
+
 def _register(tracker: MlflowResource, run_id: str, family: str, valid: float,
               valid_sha: str, rescore: Rescorer | None) -> tuple[str, GateDecision] | None:
     """Register ``runs:/<run>/model`` as a version of ``recsys-<family>``; apply the
@@ -153,12 +221,13 @@ def train_and_track_ranking(
     fit: Callable[[Callable[[int, dict[str, float]], None]], RankingOutcome],
     model_config: Any, train_config: RankingTrainConfig | None, tags: Mapping[str, str],
     params: Mapping[str, Any] | None = None,
-    validation: tuple[sp.spmatrix, sp.spmatrix] | None = None,
+    validation: tuple[sp.spmatrix, sp.spmatrix] | NextItemValidation | None = None,
 ) -> TrackedRanking:
     """Run ``fit(on_epoch)`` inside one MLflow run; log params, metrics, model; register.
 
-    ``validation`` (a fold-in model's validation fold-in and held-out rows) lets the champion
-    gate re-score the champion on them when the data changed.
+    ``validation`` (a fold-in model's validation fold-in and held-out rows, or a sequence
+    model's :class:`NextItemValidation`) lets the champion gate re-score the champion on them
+    when the data changed.
 
     Returns:
         The outcome, run id and registry result. An exception ends the run FAILED.
@@ -170,6 +239,9 @@ def train_and_track_ranking(
                            **{f"train.{k}": v for k, v in loop.items()},
                            **system_params("cpu" if device == "auto" else device),
                            **(params or {})})
+        if isinstance(validation, NextItemValidation) and PARAM_SPLIT_METHOD not in (
+                params or {}):
+            mlflow.log_param(PARAM_SPLIT_METHOD, validation.split_method)
         outcome = fit(epoch_logger(name, log, EPOCH_KEYS))
         mlflow.log_metrics(ranking_final_metrics(outcome))
         with tempfile.TemporaryDirectory() as tmp:
@@ -178,7 +250,12 @@ def train_and_track_ranking(
         user_ids, item_ids = lake_ids(tracker.lake.path(), outcome.model)
         log_exports(outcome.model, user_ids, item_ids, onnx=tracker.log_onnx, log=log)
         rescore = None
-        if (validation is not None and user_ids is not None and item_ids is not None
+        if isinstance(validation, NextItemValidation):
+            if isinstance(outcome.model, SequenceModel):
+                _log_token_items(validation.item_ids)
+                rescore = next_item_rescorer(outcome.model, validation,
+                                             tracker.resolved_tracking_uri())
+        elif (validation is not None and user_ids is not None and item_ids is not None
                 and isinstance(outcome.model, FoldInModel)):
             rescore = fold_in_rescorer(outcome.model, *validation, user_ids, item_ids,
                                        tracker.resolved_tracking_uri())

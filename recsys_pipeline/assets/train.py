@@ -7,6 +7,8 @@ trains and evaluates through ``tracking.train_and_track`` (core:
 (ml-latest-small: about a minute per neural model); ``TRAIN_PRESETS["full"]`` trains longer.
 """
 
+from typing import Any
+
 import dagster as dg
 from torch import nn
 
@@ -57,6 +59,11 @@ DATA_INS = {
 SIDE_INS = {"movies": dg.AssetIn(key=["clean", "movies"]),
             "tags": dg.AssetIn(key=["clean", "tags"])}
 KINDS = {"pytorch", "mlflow"}
+
+
+def split_params(report: dict[str, Any]) -> dict[str, Any]:
+    """The split's config (``prepared/splits/report.json``) as ``data.split.*`` run params."""
+    return {f"data.split.{k}": v for k, v in report.get("config", {}).items()}
 
 
 def split_hashes(lake: LakeResource) -> dict[str, str]:
@@ -192,11 +199,10 @@ def _train(context: dg.AssetExecutionContext, model_config: object, loop: TrainC
             TAG_FAMILY: MODEL_CLASSES[type(model_config)].family,
             TAG_RELEASE: ingested_release_name(lake.raw_dir()),
             **{SPLIT_TAGS[name]: h for name, h in hashes.items()}}
-    split_params = {f"data.split.{k}": v
-                    for k, v in inputs["split_report"].get("config", {}).items()}
     tracked = train_and_track(
         mlflow, context.log, name=context.asset_key.path[-1], data=data,
-        model_config=model_config, train_config=loop, tags=tags, params=split_params,
+        model_config=model_config, train_config=loop, tags=tags,
+        params=split_params(inputs["split_report"]),
         id_maps={"user_map": inputs["user_map"], "item_map": inputs["item_map"]})
     context.add_output_metadata(_metadata(tracked, hashes))
     return tracked.result.model

@@ -16,9 +16,11 @@ from typing import Any
 
 import dagster as dg
 
+from recsys_pipeline import schema
 from recsys_pipeline.assets.prepare import PREFIX as PREPARED
+from recsys_pipeline.assets.prepare import split_key
 from recsys_pipeline.assets.ranking_data import ITEMS_KEY, MATRIX_KEY
-from recsys_pipeline.assets.train import GROUP, KINDS, PREFIX
+from recsys_pipeline.assets.train import GROUP, KINDS, PREFIX, split_params
 from recsys_pipeline.data.item_features import item_side_features
 from recsys_pipeline.data.lake import file_sha256
 from recsys_pipeline.metadata import markdown_table
@@ -37,6 +39,7 @@ from recsys_pipeline.tracking_ranking import (
     TAG_PROTOCOL,
     TAG_RANKING_TRAIN_SHA,
     TAG_RANKING_VALID_SHA,
+    NextItemValidation,
     TrackedRanking,
     train_and_track_ranking,
 )
@@ -51,7 +54,9 @@ VALID_FILES = {STRONG: (PREPARED, "strong_generalization_matrix", "valid_binary.
                TOPK: (PREPARED, "splits", "valid.parquet")}
 STRONG_INS = {"strong": dg.AssetIn(key=MATRIX_KEY), "columns": dg.AssetIn(key=ITEMS_KEY),
               "user_split": dg.AssetIn(key=[PREPARED, "user_item_matrix"])}
-NEXT_INS = {"sessions": dg.AssetIn(key=[PREPARED, "session_sequences"])}
+NEXT_INS = {"sessions": dg.AssetIn(key=[PREPARED, "session_sequences"]),
+            "item_map": dg.AssetIn(key=[PREPARED, "item_map"]),
+            "split_report": dg.AssetIn(key=split_key("report"))}
 TOPK_INS = {"user_split": dg.AssetIn(key=[PREPARED, "user_item_matrix"]),
             "item_map": dg.AssetIn(key=[PREPARED, "item_map"]),
             "movies": dg.AssetIn(key=["clean", "movies"])}
@@ -193,16 +198,16 @@ def _tags(context: dg.AssetExecutionContext, lake: LakeResource, family: str,
 
 def _track(context: dg.AssetExecutionContext, mlflow: MlflowResource, lake: LakeResource,
            model: Any, protocol: str, fit: Any, loop: RankingTrainConfig | None,
-           params: dict[str, Any] | None = None, strong: Any = None) -> Any:
+           params: dict[str, Any] | None = None, validation: Any = None) -> Any:
     """Train + evaluate ``model`` in one MLflow run; attach its metadata; return it.
 
-    ``strong`` (fold-in models' matrices) lets the champion gate re-score on its validation
-    users."""
+    ``validation`` (fold-in models' validation matrices, sequence models'
+    :class:`NextItemValidation`) lets the champion gate re-score the champion on it."""
     tracked: TrackedRanking = train_and_track_ranking(
         mlflow, context.log, name=context.asset_key.path[-1], family=model.family,
         fit=fit, model_config=model.config, train_config=loop,
         tags=_tags(context, lake, model.family, protocol), params=params,
-        validation=None if strong is None else strong.fold_in_pair("valid"))
+        validation=validation)
     out = tracked.outcome
     rows = [{"metric": k, "valid": round(out.valid[k], 4), "test": round(out.test[k], 4)}
             for k in SHOWN if k in out.test]
@@ -238,7 +243,7 @@ def autoencoder_model(context: dg.AssetExecutionContext, config: AutoEncoderMode
     loop = config.loop(device.device)
     return _track(context, mlflow, lake, model, STRONG, lambda cb: run_fold_in(
         model, strong, _item_idx(columns), loop, cb, user_split), loop, _strong_params(columns),
-        strong)
+        strong.fold_in_pair("valid"))
 
 
 @dg.asset(key_prefix=PREFIX, group_name=GROUP, io_manager_key=MODEL_IO, ins=STRONG_INS,
@@ -251,7 +256,7 @@ def multvae_model(context: dg.AssetExecutionContext, config: MultVAEModelConfig,
     loop = config.loop(device.device)
     return _track(context, mlflow, lake, model, STRONG, lambda cb: run_fold_in(
         model, strong, _item_idx(columns), loop, cb, user_split), loop, _strong_params(columns),
-        strong)
+        strong.fold_in_pair("valid"))
 
 
 @dg.asset(key_prefix=PREFIX, group_name=GROUP, io_manager_key=MODEL_IO, ins=STRONG_INS,
@@ -266,46 +271,59 @@ def ease_model(context: dg.AssetExecutionContext, config: EASEModelConfig,
         return run_fold_in(model, strong, _item_idx(columns), None, None, user_split)
 
     return _track(context, mlflow, lake, EASEModel(1, 1, config.to_core()), STRONG, fit, None,
-                  _strong_params(columns), strong)
+                  _strong_params(columns), strong.fold_in_pair("valid"))
+
+
+def _track_next(context: dg.AssetExecutionContext, mlflow: MlflowResource,
+                lake: LakeResource, model: Any, sessions: Any, item_map: Any,
+                split_report: dict[str, Any], loop: RankingTrainConfig | None,
+                fit: Any = None) -> Any:
+    """``_track`` for a next-item model: ``run_next_item`` (or ``fit``), the split's params,
+    and the validation sequences with their tokens' original item ids for the gate."""
+    item_ids = item_map.sort_by(schema.ITEM_IDX).column(schema.ITEM_ID).to_numpy()
+    method = str(split_report.get("config", {}).get("method", "unknown"))
+    validation = NextItemValidation(sessions.valid.tokens, sessions.valid.targets,
+                                    item_ids[sessions.vocab], method)
+    return _track(context, mlflow, lake, model, NEXT,
+                  fit or (lambda cb: run_next_item(model, sessions, loop, cb)), loop,
+                  split_params(split_report), validation)
 
 
 @dg.asset(key_prefix=PREFIX, group_name=GROUP, io_manager_key=MODEL_IO, ins=NEXT_INS,
           kinds=KINDS)
 def gru4rec_model(context: dg.AssetExecutionContext, config: GRU4RecModelConfig,
                   mlflow: MlflowResource, lake: LakeResource, device: DeviceResource,
-                  sessions: Any) -> GRU4RecModel:
+                  sessions: Any, item_map: Any, split_report: Any) -> GRU4RecModel:
     """GRU4Rec next-item model on the users' chronological sequences, logged to MLflow."""
     model = GRU4RecModel(int(sessions.vocab.size), config.to_core())
-    loop = config.loop(device.device, grad_clip=5.0)
-    return _track(context, mlflow, lake, model, NEXT,
-                  lambda cb: run_next_item(model, sessions, loop, cb), loop)
+    return _track_next(context, mlflow, lake, model, sessions, item_map, split_report,
+                       config.loop(device.device, grad_clip=5.0))
 
 
 @dg.asset(key_prefix=PREFIX, group_name=GROUP, io_manager_key=MODEL_IO, ins=NEXT_INS,
           kinds=KINDS)
 def sasrec_model(context: dg.AssetExecutionContext, config: SASRecModelConfig,
                  mlflow: MlflowResource, lake: LakeResource, device: DeviceResource,
-                 sessions: Any) -> SASRecModel:
+                 sessions: Any, item_map: Any, split_report: Any) -> SASRecModel:
     """SASRec next-item Transformer on the users' chronological sequences, logged to MLflow."""
     model = SASRecModel(int(sessions.vocab.size), config.to_core())
-    loop = config.loop(device.device, grad_clip=5.0)
-    return _track(context, mlflow, lake, model, NEXT,
-                  lambda cb: run_next_item(model, sessions, loop, cb), loop)
+    return _track_next(context, mlflow, lake, model, sessions, item_map, split_report,
+                       config.loop(device.device, grad_clip=5.0))
 
 
 @dg.asset(key_prefix=PREFIX, group_name=GROUP, io_manager_key=MODEL_IO, ins=NEXT_INS,
           kinds=KINDS)
 def cooccurrence_model(context: dg.AssetExecutionContext, config: CooccurrenceModelConfig,
-                       mlflow: MlflowResource, lake: LakeResource,
-                       sessions: Any) -> CooccurrenceModel:
+                       mlflow: MlflowResource, lake: LakeResource, sessions: Any,
+                       item_map: Any, split_report: Any) -> CooccurrenceModel:
     """Last-item co-occurrence next-item baseline (counted, not trained), logged to MLflow."""
     def fit(_on_epoch: Any) -> Any:
         model = CooccurrenceModel.fit(sessions.train.tokens, int(sessions.vocab.size),
                                       config.to_core())
         return run_next_item(model, sessions, None)
 
-    return _track(context, mlflow, lake, CooccurrenceModel(1, config.to_core()), NEXT, fit,
-                  None)
+    return _track_next(context, mlflow, lake, CooccurrenceModel(1, config.to_core()),
+                       sessions, item_map, split_report, None, fit)
 
 
 @dg.asset(key_prefix=PREFIX, group_name=GROUP, io_manager_key=MODEL_IO, ins=TOPK_INS,

@@ -10,7 +10,14 @@ and registers it as a version of ``recsys-<family>``. The best configuration is 
 
 import dagster as dg
 
-from recsys_pipeline.assets.train import DATA_INS, MODEL_IO, PREFIX, SIDE_INS, split_hashes
+from recsys_pipeline.assets.train import (
+    DATA_INS,
+    MODEL_IO,
+    PREFIX,
+    SIDE_INS,
+    split_hashes,
+    split_params,
+)
 from recsys_pipeline.data.item_features import item_side_features
 from recsys_pipeline.metadata import markdown_table, png_markdown
 from recsys_pipeline.model_io import DeviceResource
@@ -123,12 +130,11 @@ def tuned_model(context: dg.AssetExecutionContext, config: TunedModelConfig,
     hashes = split_hashes(lake)
     tags = {TAG_DAGSTER_RUN: context.run_id, TAG_ASSET: context.asset_key.to_user_string(),
             TAG_FAMILY: family, **{SPLIT_TAGS[name]: h for name, h in hashes.items()}}
-    split_params = {f"data.split.{k}": v
-                    for k, v in inputs["split_report"].get("config", {}).items()}
     tuned = tune_and_track(
         mlflow, context.log, name=context.asset_key.path[-1], data=data, family=family,
         space=config.to_space(), settings=config.to_settings(device.device), tags=tags,
-        best_config_path=lake.path("tuning", family, "best_config.json"), params=split_params,
+        best_config_path=lake.path("tuning", family, "best_config.json"),
+        params=split_params(inputs["split_report"]),
         id_maps={"user_map": inputs["user_map"], "item_map": inputs["item_map"]})
     context.add_output_metadata({**tuning_metadata(tuned), "train_sha256": hashes["train"]})
     return tuned.final.result.model

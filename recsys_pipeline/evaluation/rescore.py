@@ -7,7 +7,8 @@ models know (users and items the champion was trained with) are scored by both.
 
 Fold-in (strong-generalization) models are compared on the challenger's held-out validation
 users that the champion never trained on, ranking only the items both models know
-(:func:`rescore_fold_in`).
+(:func:`rescore_fold_in`). Next-item models are compared on the challenger's validation
+sequences, ranking the items both vocabularies hold (:func:`rescore_next_item`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from torch import nn
 
 from recsys_pipeline import schema
 from recsys_pipeline.data.encode import IdMaps, find_positions
+from recsys_pipeline.evaluation.nextitem import evaluate_next_item
 from recsys_pipeline.evaluation.rating import mae, rmse
 from recsys_pipeline.evaluation.strong import evaluate_fold_in
+from recsys_pipeline.evaluation.topk import ItemSets
 from recsys_pipeline.training.device import model_device
 
 PAIR_METRICS = {"rmse": rmse, "mae": mae}
@@ -140,3 +143,91 @@ def rescore_fold_in(
                              fi, ho, ks=(k,))
     chal = evaluate_fold_in(ItemSubset(challenger, ours, len(item_ids)), fi, ho, ks=(k,))
     return champ[metric], chal[metric], int(chal["n_users"]), int(evaluated.sum())
+
+
+class TokenSubset(nn.Module):
+    """A next-item scorer whose scores are read over a shared token space ``1..S``.
+
+    Shared token ``s`` is the model's token ``tokens[s - 1]``: the model scores its own
+    inputs, and the shared tokens' columns are gathered (column 0: the model's padding score,
+    ``-inf``), so two models with different vocabularies rank the same candidates.
+    """
+
+    def __init__(self, model: nn.Module, tokens: np.ndarray) -> None:
+        super().__init__()
+        self.model = model
+        self.n_vocab = len(tokens)
+        lookup = np.concatenate([[0], np.asarray(tokens, np.int64)])
+        self.register_buffer("lookup", torch.as_tensor(lookup, device=model_device(model)))
+
+    def score_next(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Scores of the shared tokens after rows of the model's own tokens.  # [B, S + 1]"""
+        return self.model.score_next(tokens)[:, self.lookup]
+
+
+def _left_aligned(tokens: np.ndarray) -> np.ndarray:
+    """Rows with their padding moved to the front, real tokens kept in order."""
+    order = np.argsort(tokens != 0, axis=1, kind="stable")
+    return np.take_along_axis(tokens, order, axis=1)
+
+
+def rescore_next_item(
+    champion: nn.Module, champion_item_ids: np.ndarray, challenger: nn.Module,
+    item_ids: np.ndarray, tokens: np.ndarray, targets: np.ndarray, metric: str,
+) -> tuple[float, float, int, int]:
+    """Both next-item models scored on the challenger's validation rows, fairly.
+
+    The candidates are the items both vocabularies hold, minus those already in the row's
+    input; each model reads the input items it knows (the champion's input drops the items
+    it lacks and is re-padded on the left). A row counts when its target is a shared item and
+    the champion knows some of its input.
+
+    The champion must not have trained on these targets; a temporal split guarantees that
+    (each user's validation target is newer than every training item, and new ratings only
+    move it later) and the caller checks it.
+
+    Args:
+        champion: The champion (``score_next``, ``n_vocab``).
+        champion_item_ids: Original item id of each champion token ``1..V'``.  # [V']
+        challenger: The challenger (``score_next``).
+        item_ids: Original item id of each challenger token ``1..V``.  # [V]
+        tokens: The challenger's left-padded validation inputs (its tokens).  # [N, L]
+        targets: Their target tokens.  # [N]
+        metric: ``ndcg@K``, ``hr@K``, ``mrr@K``, ``map@K`` or ``precision@K``.
+
+    Returns:
+        ``(champion value, challenger value, rows compared, rows of the challenger)``.
+
+    Raises:
+        ValueError: An unsupported metric, or fewer shared items than K, or no row left.
+    """
+    name, _, k_text = metric.partition("@")
+    if name not in ("ndcg", "hr", "mrr", "map", "precision") or not k_text.isdigit():
+        raise ValueError(f"cannot re-score a next-item model by {metric!r}")
+    k = int(k_text)
+    tokens, targets = np.asarray(tokens, np.int64), np.asarray(targets, np.int64)
+    if tokens.ndim != 2 or targets.shape != tokens.shape[:1]:
+        raise ValueError(f"tokens {tokens.shape} must be [N, L] and targets {targets.shape} [N]")
+    theirs = find_positions(np.asarray(champion_item_ids), np.asarray(item_ids))  # [V]
+    ours = np.flatnonzero(theirs >= 0)  # challenger tokens - 1 of the shared items
+    if ours.size <= k:
+        raise ValueError(f"the models share {ours.size} items, too few to rank by {metric}")
+    shared = np.zeros(len(item_ids) + 1, np.int64)  # challenger token -> shared token
+    shared[ours + 1] = np.arange(1, ours.size + 1)
+    to_champion = np.zeros(len(item_ids) + 1, np.int64)  # challenger -> champion token
+    to_champion[ours + 1] = theirs[ours] + 1
+    champion_inputs, wanted = _left_aligned(to_champion[tokens]), shared[targets]
+    rows = (wanted > 0) & (champion_inputs[:, -1] > 0)
+    if not rows.any():
+        raise ValueError("no validation row of the challenger has a target and an input item "
+                         "both models know")
+    seen = shared[tokens[rows]]  # [n, L] shared tokens of the inputs, 0 elsewhere
+    r, c = np.nonzero(seen)
+    exclude = ItemSets.from_pairs(torch.from_numpy(r), torch.from_numpy(seen[r, c]),
+                                  int(rows.sum()))
+    scores = []
+    for model, inputs, columns in ((champion, champion_inputs[rows], theirs[ours] + 1),
+                                   (challenger, tokens[rows], ours + 1)):
+        scores.append(evaluate_next_item(TokenSubset(model, columns), inputs, wanted[rows],
+                                         (k,), exclude=exclude, exclude_inputs=False)[metric])
+    return scores[0], scores[1], int(rows.sum()), len(targets)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dagster as dg
 import duckdb
+import mlflow.artifacts
 import numpy as np
 import pytest
 import torch
@@ -15,6 +16,7 @@ from recsys_pipeline.assets.prepare import prepare_assets
 from recsys_pipeline.assets.ranking import ranking_assets, ranking_checks, ranking_resources
 from recsys_pipeline.data.lake import read_parquet
 from recsys_pipeline.data.sparse import load_matrices
+from recsys_pipeline.data.store import load_sessions
 from recsys_pipeline.models.ranking_base import load_ranking_model
 from recsys_pipeline.tracking import TAG_DAGSTER_RUN, TAG_FAMILY, TAG_TRAIN_SHA
 from recsys_pipeline.tracking_ranking import TAG_PROTOCOL, TAG_RANKING_TRAIN_SHA
@@ -106,6 +108,16 @@ def test_every_ranking_model_logs_one_run(materialized) -> None:
         if PROTOCOL[family] == "next_item":
             assert {"test_hr_at_1", "test_mrr_at_20", "test_map_at_5",
                     "test_precision_at_10"} <= set(metrics)
+            # what a later challenger needs to re-score this run: the split and token ids
+            assert params["data.split.method"] == "user_temporal"
+            folder = mlflow.artifacts.download_artifacts(
+                run_id=run.info.run_id, artifact_path="token_items", dst_path=str(
+                    lake.parent / family), tracking_uri=mlflow_resource.resolved_tracking_uri())
+            token_ids = read_parquet(f"{folder}/item_ids.parquet").column("item_id")
+            sessions = load_sessions(lake / "prepared" / "session_sequences")
+            item_map = read_parquet(lake / "prepared" / "item_map.parquet").sort_by("item_idx")
+            assert token_ids.to_pylist() == item_map.column("item_id").take(
+                sessions.vocab).to_pylist()
         version = client.get_model_version(f"recsys-{family}", "1")
         assert version.run_id == run.info.run_id
         assert str(client.get_registered_model(f"recsys-{family}").aliases["champion"]) == "1"
