@@ -31,7 +31,11 @@ from torch import nn
 from recsys_pipeline import schema
 from recsys_pipeline.champion import TAG_RELEASE, GateDecision, Rescorer, gate
 from recsys_pipeline.data.raw_watch import ingested_release_name
-from recsys_pipeline.evaluation.rescore import rescore_fold_in, rescore_next_item
+from recsys_pipeline.evaluation.rescore import (
+    rescore_fold_in,
+    rescore_next_item,
+    rescore_topk,
+)
 from recsys_pipeline.evaluation.selection import Contender
 from recsys_pipeline.model_io import ModelIOManager
 from recsys_pipeline.models.base import config_to_dict, save_model
@@ -104,6 +108,26 @@ class TrackedRanking:
     gate: GateDecision | None = None
 
 
+def _champion_pyfunc(champion: ModelVersion, tracking_uri: str) -> OriginalIdsModel:
+    """The champion's ``original_ids_model/`` pyfunc (weights and id lists), as logged."""
+    with tempfile.TemporaryDirectory() as tmp:  # load_context reads every file at once
+        folder = mlflow.artifacts.download_artifacts(
+            run_id=champion.run_id, artifact_path=PYFUNC_DIR, dst_path=tmp,
+            tracking_uri=tracking_uri)
+        return mlflow.pyfunc.load_model(folder).unwrap_python_model()
+
+
+def _check_temporal(challenger_method: str, champion: ModelVersion, tracking_uri: str) -> None:
+    """ValueError unless both runs' splits are in ``TEMPORAL_SPLITS``."""
+    run = mlflow.MlflowClient(tracking_uri).get_run(champion.run_id)
+    methods = {"challenger": challenger_method,
+               "champion": run.data.params.get(PARAM_SPLIT_METHOD, "unknown")}
+    for who, method in methods.items():
+        if method not in TEMPORAL_SPLITS:
+            raise ValueError(f"the {who}'s split is {method!r}, not one of {TEMPORAL_SPLITS}: "
+                             "the champion may have trained on the validation targets")
+
+
 def fold_in_rescorer(model: FoldInModel, fold_in: sp.spmatrix, heldout: sp.spmatrix,
                      user_ids: np.ndarray, item_ids: np.ndarray, tracking_uri: str) -> Rescorer:
     """A :data:`~recsys_pipeline.champion.Rescorer` for fold-in (strong-generalization) models.
@@ -122,11 +146,7 @@ def fold_in_rescorer(model: FoldInModel, fold_in: sp.spmatrix, heldout: sp.spmat
         tracking_uri: Where the champion's run lives.
     """
     def rescore(champion: ModelVersion, metric: str) -> tuple[float, float, int, int]:
-        with tempfile.TemporaryDirectory() as tmp:  # load_context reads every file at once
-            folder = mlflow.artifacts.download_artifacts(
-                run_id=champion.run_id, artifact_path=PYFUNC_DIR, dst_path=tmp,
-                tracking_uri=tracking_uri)
-            pyfunc: OriginalIdsModel = mlflow.pyfunc.load_model(folder).unwrap_python_model()
+        pyfunc = _champion_pyfunc(champion, tracking_uri)
         old = pyfunc.model
         if not isinstance(old, FoldInModel):
             raise ValueError(f"the champion is a {type(old).__name__}, not a fold-in model")
@@ -165,14 +185,7 @@ def next_item_rescorer(model: SequenceModel, validation: NextItemValidation,
     challenger's validation targets, and re-scoring raises ``ValueError`` saying so.
     """
     def rescore(champion: ModelVersion, metric: str) -> tuple[float, float, int, int]:
-        run = mlflow.MlflowClient(tracking_uri).get_run(champion.run_id)
-        methods = {"challenger": validation.split_method,
-                   "champion": run.data.params.get(PARAM_SPLIT_METHOD, "unknown")}
-        for who, method in methods.items():
-            if method not in TEMPORAL_SPLITS:
-                raise ValueError(f"the {who}'s split is {method!r}, not one of "
-                                 f"{TEMPORAL_SPLITS}: the champion may have trained on the "
-                                 "validation targets")
+        _check_temporal(validation.split_method, champion, tracking_uri)
         with tempfile.TemporaryDirectory() as tmp:
             folders = [mlflow.artifacts.download_artifacts(
                 run_id=champion.run_id, artifact_path=path, dst_path=tmp,
@@ -186,6 +199,64 @@ def next_item_rescorer(model: SequenceModel, validation: NextItemValidation,
                                  validation.tokens, validation.targets, metric)
 
     return rescore
+
+
+@dataclasses.dataclass(frozen=True)
+class TopKValidation:
+    """A per-user top-K model's ratings (two-tower), as the champion gate re-scores it.
+
+    Attributes:
+        train: Training ratings, masked from the ranking.  # [n_users, n_items] CSR
+        valid: Validation ratings.  # [n_users, n_items] CSR
+        split_method: The split they come from (``SplitConfig.method``).
+        threshold: Lowest relevant rating.
+    """
+
+    train: sp.spmatrix
+    valid: sp.spmatrix
+    split_method: str
+    threshold: float = 4.0
+
+
+def topk_rescorer(model: nn.Module, validation: TopKValidation, user_ids: np.ndarray,
+                  item_ids: np.ndarray, tracking_uri: str) -> Rescorer:
+    """A :data:`~recsys_pipeline.champion.Rescorer` for per-user top-K (two-tower) models.
+
+    The champion comes from its run's ``original_ids_model/`` pyfunc; both models are
+    scored by ``evaluation.rescore.rescore_topk`` on the challenger's validation ratings of
+    the users both know, over the items both know. Both splits must be temporal, as for
+    :func:`next_item_rescorer` (a random split may have put the champion's training ratings
+    into the new validation split).
+    """
+    def rescore(champion: ModelVersion, metric: str) -> tuple[float, float, int, int]:
+        _check_temporal(validation.split_method, champion, tracking_uri)
+        pyfunc = _champion_pyfunc(champion, tracking_uri)
+        if pyfunc.model.family != model.family:
+            raise ValueError(f"the champion is a {pyfunc.model.family} model, not "
+                             f"{model.family}")
+        return rescore_topk(pyfunc.model.to(model_device(model)).eval(), pyfunc.user_ids,
+                            pyfunc.item_ids, model.eval(), user_ids, item_ids,
+                            validation.train, validation.valid, metric, validation.threshold)
+
+    return rescore
+
+
+# what the champion gate re-scores a champion on, per protocol (None: not re-scored)
+Validation = tuple[sp.spmatrix, sp.spmatrix] | NextItemValidation | TopKValidation | None
+
+
+def _rescorer(model: nn.Module, validation: Validation, user_ids: np.ndarray | None,
+              item_ids: np.ndarray | None, tracking_uri: str) -> Rescorer | None:
+    """The re-scorer that fits the model and its validation data, or None."""
+    if isinstance(validation, NextItemValidation) and isinstance(model, SequenceModel):
+        return next_item_rescorer(model, validation, tracking_uri)
+    if user_ids is None or item_ids is None:
+        return None  # no original ids (no id tables in the lake): nothing to translate
+    if isinstance(validation, TopKValidation):
+        return topk_rescorer(model, validation, user_ids, item_ids, tracking_uri)
+    if isinstance(validation, tuple) and isinstance(model, FoldInModel):
+        return fold_in_rescorer(model, *validation, user_ids, item_ids, tracking_uri)
+    return None
 
 
 def _log_token_items(item_ids: np.ndarray) -> None:
@@ -221,13 +292,13 @@ def train_and_track_ranking(
     fit: Callable[[Callable[[int, dict[str, float]], None]], RankingOutcome],
     model_config: Any, train_config: RankingTrainConfig | None, tags: Mapping[str, str],
     params: Mapping[str, Any] | None = None,
-    validation: tuple[sp.spmatrix, sp.spmatrix] | NextItemValidation | None = None,
+    validation: Validation = None,
 ) -> TrackedRanking:
     """Run ``fit(on_epoch)`` inside one MLflow run; log params, metrics, model; register.
 
-    ``validation`` (a fold-in model's validation fold-in and held-out rows, or a sequence
-    model's :class:`NextItemValidation`) lets the champion gate re-score the champion on them
-    when the data changed.
+    ``validation`` (a fold-in model's validation fold-in and held-out rows, a sequence
+    model's :class:`NextItemValidation`, a two-tower model's :class:`TopKValidation`) lets
+    the champion gate re-score the champion on it when the data changed.
 
     Returns:
         The outcome, run id and registry result. An exception ends the run FAILED.
@@ -239,8 +310,8 @@ def train_and_track_ranking(
                            **{f"train.{k}": v for k, v in loop.items()},
                            **system_params("cpu" if device == "auto" else device),
                            **(params or {})})
-        if isinstance(validation, NextItemValidation) and PARAM_SPLIT_METHOD not in (
-                params or {}):
+        if isinstance(validation, NextItemValidation | TopKValidation) and (
+                PARAM_SPLIT_METHOD not in (params or {})):
             mlflow.log_param(PARAM_SPLIT_METHOD, validation.split_method)
         outcome = fit(epoch_logger(name, log, EPOCH_KEYS))
         mlflow.log_metrics(ranking_final_metrics(outcome))
@@ -249,16 +320,10 @@ def train_and_track_ranking(
             mlflow.log_artifacts(tmp, "model")
         user_ids, item_ids = lake_ids(tracker.lake.path(), outcome.model)
         log_exports(outcome.model, user_ids, item_ids, onnx=tracker.log_onnx, log=log)
-        rescore = None
         if isinstance(validation, NextItemValidation):
-            if isinstance(outcome.model, SequenceModel):
-                _log_token_items(validation.item_ids)
-                rescore = next_item_rescorer(outcome.model, validation,
-                                             tracker.resolved_tracking_uri())
-        elif (validation is not None and user_ids is not None and item_ids is not None
-                and isinstance(outcome.model, FoldInModel)):
-            rescore = fold_in_rescorer(outcome.model, *validation, user_ids, item_ids,
-                                       tracker.resolved_tracking_uri())
+            _log_token_items(validation.item_ids)
+        rescore = _rescorer(outcome.model, validation, user_ids, item_ids,
+                            tracker.resolved_tracking_uri())
         valid = outcome.valid.get(SELECTION_METRIC, float("nan"))
         registered = _register(tracker, run.info.run_id, family, valid,
                                tags.get(TAG_RANKING_VALID_SHA, ""), rescore)

@@ -40,6 +40,7 @@ from recsys_pipeline.tracking_ranking import (
     TAG_RANKING_TRAIN_SHA,
     TAG_RANKING_VALID_SHA,
     NextItemValidation,
+    TopKValidation,
     TrackedRanking,
     train_and_track_ranking,
 )
@@ -59,7 +60,8 @@ NEXT_INS = {"sessions": dg.AssetIn(key=[PREPARED, "session_sequences"]),
             "split_report": dg.AssetIn(key=split_key("report"))}
 TOPK_INS = {"user_split": dg.AssetIn(key=[PREPARED, "user_item_matrix"]),
             "item_map": dg.AssetIn(key=[PREPARED, "item_map"]),
-            "movies": dg.AssetIn(key=["clean", "movies"])}
+            "movies": dg.AssetIn(key=["clean", "movies"]),
+            "split_report": dg.AssetIn(key=split_key("report"))}
 SHOWN = ("recall@20", "ndcg@10", "ndcg@100", "hr@10", "mrr@10", "recall@10")
 
 
@@ -274,6 +276,10 @@ def ease_model(context: dg.AssetExecutionContext, config: EASEModelConfig,
                   _strong_params(columns), strong.fold_in_pair("valid"))
 
 
+def _split_method(split_report: dict[str, Any]) -> str:
+    return str(split_report.get("config", {}).get("method", "unknown"))
+
+
 def _track_next(context: dg.AssetExecutionContext, mlflow: MlflowResource,
                 lake: LakeResource, model: Any, sessions: Any, item_map: Any,
                 split_report: dict[str, Any], loop: RankingTrainConfig | None,
@@ -281,9 +287,8 @@ def _track_next(context: dg.AssetExecutionContext, mlflow: MlflowResource,
     """``_track`` for a next-item model: ``run_next_item`` (or ``fit``), the split's params,
     and the validation sequences with their tokens' original item ids for the gate."""
     item_ids = item_map.sort_by(schema.ITEM_IDX).column(schema.ITEM_ID).to_numpy()
-    method = str(split_report.get("config", {}).get("method", "unknown"))
     validation = NextItemValidation(sessions.valid.tokens, sessions.valid.targets,
-                                    item_ids[sessions.vocab], method)
+                                    item_ids[sessions.vocab], _split_method(split_report))
     return _track(context, mlflow, lake, model, NEXT,
                   fit or (lambda cb: run_next_item(model, sessions, loop, cb)), loop,
                   split_params(split_report), validation)
@@ -330,7 +335,8 @@ def cooccurrence_model(context: dg.AssetExecutionContext, config: CooccurrenceMo
           kinds=KINDS)
 def two_tower_model(context: dg.AssetExecutionContext, config: TwoTowerModelConfig,
                     mlflow: MlflowResource, lake: LakeResource, device: DeviceResource,
-                    user_split: Any, item_map: Any, movies: Any) -> TwoTowerModel:
+                    user_split: Any, item_map: Any, movies: Any,
+                    split_report: dict[str, Any]) -> TwoTowerModel:
     """Two-tower retrieval (id + genres + year item tower), full-catalogue top-K on the
     per-user split, logged to MLflow."""
     side = item_side_features(item_map, movies)
@@ -339,9 +345,12 @@ def two_tower_model(context: dg.AssetExecutionContext, config: TwoTowerModelConf
                           n_genres=side.genres.shape[1], n_year_buckets=n_buckets)
     model.set_item_features(side.genres if side.genres.shape[1] else None, buckets)
     loop = config.loop(device.device)
+    validation = TopKValidation(user_split.explicit["train"], user_split.explicit["valid"],
+                                _split_method(split_report))
     return _track(context, mlflow, lake, model, TOPK,
                   lambda cb: run_topk(model, user_split, loop, cb), loop,
-                  {"data.n_genres": side.genres.shape[1], "data.n_year_buckets": n_buckets})
+                  {"data.n_genres": side.genres.shape[1], "data.n_year_buckets": n_buckets,
+                   **split_params(split_report)}, validation)
 
 
 ranking_model_assets = [autoencoder_model, multvae_model, ease_model, gru4rec_model,

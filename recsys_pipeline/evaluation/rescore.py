@@ -8,7 +8,9 @@ models know (users and items the champion was trained with) are scored by both.
 Fold-in (strong-generalization) models are compared on the challenger's held-out validation
 users that the champion never trained on, ranking only the items both models know
 (:func:`rescore_fold_in`). Next-item models are compared on the challenger's validation
-sequences, ranking the items both vocabularies hold (:func:`rescore_next_item`).
+sequences, ranking the items both vocabularies hold (:func:`rescore_next_item`). Per-user
+top-K models (two-tower) are compared on the validation ratings of the users both know, over
+the items both know (:func:`rescore_topk`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from recsys_pipeline.data.encode import IdMaps, find_positions
 from recsys_pipeline.evaluation.nextitem import evaluate_next_item
 from recsys_pipeline.evaluation.rating import mae, rmse
 from recsys_pipeline.evaluation.strong import evaluate_fold_in
-from recsys_pipeline.evaluation.topk import ItemSets
+from recsys_pipeline.evaluation.topk import ItemSets, evaluate_topk
+from recsys_pipeline.training.data import RatingData
 from recsys_pipeline.training.device import model_device
 
 PAIR_METRICS = {"rmse": rmse, "mae": mae}
@@ -231,3 +234,83 @@ def rescore_next_item(
         scores.append(evaluate_next_item(TokenSubset(model, columns), inputs, wanted[rows],
                                          (k,), exclude=exclude, exclude_inputs=False)[metric])
     return scores[0], scores[1], int(rows.sum()), len(targets)
+
+
+class PairSubset(nn.Module):
+    """A user-item scorer (``score_all``) seen through subsets of its users and items."""
+
+    def __init__(self, model: nn.Module, users: np.ndarray, items: np.ndarray) -> None:
+        super().__init__()
+        self.model = model
+        self.n_users, self.n_items = len(users), len(items)
+        device = model_device(model)
+        self.register_buffer("users", torch.as_tensor(users, dtype=torch.long, device=device))
+        self.register_buffer("items", torch.as_tensor(items, dtype=torch.long, device=device))
+
+    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        """Scores of the subset's items for subset users.  # [B, n_subset_items]"""
+        return self.model.score_all(self.users[users.to(self.users.device)])[:, self.items]
+
+
+def _rating_rows(matrix: sp.csr_matrix) -> RatingData:
+    coo = matrix.tocoo()
+    return RatingData.from_arrays(coo.row.astype(np.int64), coo.col.astype(np.int64),
+                                  coo.data.astype(np.float32))
+
+
+def rescore_topk(
+    champion: nn.Module, champion_user_ids: np.ndarray, champion_item_ids: np.ndarray,
+    challenger: nn.Module, user_ids: np.ndarray, item_ids: np.ndarray,
+    train: sp.spmatrix, valid: sp.spmatrix, metric: str, threshold: float = 4.0,
+) -> tuple[float, float, int, int]:
+    """Both per-user top-K models scored on the challenger's validation ratings, fairly.
+
+    Users both models know are ranked over the items both know, each user's training items
+    masked, relevant = validation ratings ``>= threshold`` (the per-user top-K protocol of
+    ``training.ranking_experiment.run_topk``). The champion must not have trained on these
+    validation ratings; a temporal split guarantees that, and the caller checks it.
+
+    Args:
+        champion: The champion (``score_all(users)``).
+        champion_user_ids: Original user id of each champion user index.  # [n_users']
+        champion_item_ids: Original item id of each champion item index.  # [n_items']
+        challenger: The challenger (``score_all(users)``).
+        user_ids: Original user id of each row of ``train`` / ``valid``.  # [n_users]
+        item_ids: Original item id of each of their columns.  # [n_items]
+        train: The challenger's training ratings (masked from the ranking).  # CSR
+        valid: Its validation ratings.  # [n_users, n_items] CSR
+        metric: A key of ``evaluate_topk``'s result with a cut-off, e.g. ``ndcg@10``.
+        threshold: Lowest relevant rating.
+
+    Returns:
+        ``(champion value, challenger value, users compared, users with a relevant
+        validation item)``.
+
+    Raises:
+        ValueError: A metric without a cut-off, too few shared items, or no shared user with a
+            relevant validation item among the shared items.
+    """
+    name, _, k_text = metric.partition("@")
+    if name not in ("precision", "recall", "ndcg", "map", "hit_rate", "mrr") or not (
+            k_text.isdigit()):
+        raise ValueError(f"cannot re-score a top-K model by {metric!r}")
+    k = int(k_text)
+    train, valid = sp.csr_matrix(train), sp.csr_matrix(valid)
+    if train.shape != valid.shape or valid.shape != (len(user_ids), len(item_ids)):
+        raise ValueError(f"train {train.shape}, valid {valid.shape}, {len(user_ids)} user ids "
+                         f"and {len(item_ids)} item ids do not match")
+    cu = find_positions(np.asarray(champion_user_ids), np.asarray(user_ids))
+    ci = find_positions(np.asarray(champion_item_ids), np.asarray(item_ids))
+    users, items = np.flatnonzero(cu >= 0), np.flatnonzero(ci >= 0)
+    if items.size < k:
+        raise ValueError(f"the models share {items.size} items, fewer than {metric}'s K")
+    relevant = (valid >= threshold).getnnz(1) > 0
+    rows = valid[users][:, items]
+    if users.size == 0 or not ((rows >= threshold).getnnz(1) > 0).any():
+        raise ValueError("no validation user of the challenger is known to the champion and "
+                         f"has a rating >= {threshold} of an item both models know")
+    test, exclude = _rating_rows(rows), _rating_rows(train[users][:, items])
+    scores = [evaluate_topk(PairSubset(model, u, i), test, exclude, (k,), threshold)
+              for model, u, i in ((champion, cu[users], ci[items]),
+                                  (challenger, users, items))]
+    return scores[0][metric], scores[1][metric], int(scores[1]["n_users"]), int(relevant.sum())
