@@ -39,11 +39,10 @@ from recsys_pipeline.tracking_ranking import (
     TAG_PROTOCOL,
     TAG_RANKING_TRAIN_SHA,
     TAG_RANKING_VALID_SHA,
-    NextItemValidation,
-    TopKValidation,
     TrackedRanking,
     train_and_track_ranking,
 )
+from recsys_pipeline.tracking_rescore import NextItemValidation, TopKValidation
 from recsys_pipeline.training.ranking_experiment import run_fold_in, run_next_item, run_topk
 from recsys_pipeline.training.ranking_loop import RankingTrainConfig
 
@@ -204,7 +203,8 @@ def _track(context: dg.AssetExecutionContext, mlflow: MlflowResource, lake: Lake
     """Train + evaluate ``model`` in one MLflow run; attach its metadata; return it.
 
     ``validation`` (fold-in models' validation matrices, sequence models'
-    :class:`NextItemValidation`) lets the champion gate re-score the champion on it."""
+    :class:`NextItemValidation`, two-tower's :class:`TopKValidation`) lets the champion gate
+    re-score the champion on it after a data change."""
     tracked: TrackedRanking = train_and_track_ranking(
         mlflow, context.log, name=context.asset_key.path[-1], family=model.family,
         fit=fit, model_config=model.config, train_config=loop,

@@ -12,11 +12,8 @@ from recsys_pipeline.champion import CHAMPION
 from recsys_pipeline.evaluation.nextitem import evaluate_next_item
 from recsys_pipeline.models.cooccurrence import CooccurrenceConfig, CooccurrenceModel
 from recsys_pipeline.tracking import TAG_DAGSTER_RUN, TAG_FAMILY, MlflowResource
-from recsys_pipeline.tracking_ranking import (
-    TAG_RANKING_VALID_SHA,
-    NextItemValidation,
-    train_and_track_ranking,
-)
+from recsys_pipeline.tracking_ranking import TAG_RANKING_VALID_SHA, train_and_track_ranking
+from recsys_pipeline.tracking_rescore import NextItemValidation
 from recsys_pipeline.training.ranking_experiment import RankingOutcome
 
 N = 30  # items in the cycle; original ids 101..130 in cycle order

@@ -14,11 +14,8 @@ import torch
 from recsys_pipeline.champion import CHAMPION
 from recsys_pipeline.models.two_tower import TwoTowerConfig, TwoTowerModel
 from recsys_pipeline.tracking import TAG_DAGSTER_RUN, TAG_FAMILY, MlflowResource
-from recsys_pipeline.tracking_ranking import (
-    TAG_RANKING_VALID_SHA,
-    TopKValidation,
-    train_and_track_ranking,
-)
+from recsys_pipeline.tracking_ranking import TAG_RANKING_VALID_SHA, train_and_track_ranking
+from recsys_pipeline.tracking_rescore import TopKValidation
 from recsys_pipeline.training.ranking_experiment import RankingOutcome
 
 N_USERS, N_ITEMS = 10, 12
