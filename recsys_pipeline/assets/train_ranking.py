@@ -131,7 +131,8 @@ class GRU4RecModelConfig(_RankingLoopConfig):
     """GRU4Rec: a GRU over the item sequence, softmax next-item loss (sampled or full)."""
 
     epochs: int = 20  # most passes over the sequences
-    lr: float = 1e-2  # Adam learning rate (600 short rows: few steps per epoch)
+    batch_size: int = 16  # sequences per step (600 short rows: 64 gave too few steps)
+    lr: float = 1e-2  # Adam learning rate
     patience: int | None = 5  # stop after this many validations without a better NDCG@10
     embedding_dim: int = 64  # item embedding width
     hidden: int = 100  # GRU width
@@ -150,7 +151,8 @@ class SASRecModelConfig(_RankingLoopConfig):
     """SASRec: causal pre-norm Transformer over the last ``max_len`` items."""
 
     epochs: int = 20  # most passes over the sequences
-    lr: float = 1e-2  # Adam learning rate (600 short rows: few steps per epoch)
+    batch_size: int = 16  # sequences per step (600 short rows: 64 gave too few steps)
+    lr: float = 3e-3  # Adam learning rate
     patience: int | None = 5  # stop after this many validations without a better NDCG@10
     max_len: int = 50  # positions the model attends over
     dim: int = 64  # model width
