@@ -12,11 +12,11 @@ the current one, by the rule of ``evaluation.selection.champion_verdict``:
 * other validation data of the same release (a retrain after new ratings or new users): the
   champion is re-scored on the challenger's validation rows it knows (rating models: RMSE /
   MAE through the original ids; fold-in ranking models: NDCG@10 of the challenger's
-  validation users the champion never trained on, over the items both know; next-item and
-  two-tower models under temporal splits: NDCG@10 of the challenger's validation sequences
-  or users over the items both know), the challenger on the same rows, and the margin rule
-  applies; where re-scoring is impossible (popularity, random splits) or fails,
-  ``when_incomparable`` decides.
+  validation users the champion never trained on, over the items both know; next-item,
+  two-tower and popularity models under temporal splits: NDCG@10 of the challenger's
+  validation sequences or users over the items both know), the challenger on the same rows,
+  and the margin rule applies; where re-scoring is impossible (random splits, champions
+  logged without the artifacts it needs) or fails, ``when_incomparable`` decides.
 
 The decision, both values, the margin and both data hashes go into the challenger run's
 MLflow tags (``champion.*``) and the asset's metadata, so a model never silently replaces a

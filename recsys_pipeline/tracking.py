@@ -33,6 +33,7 @@ import mlflow.pytorch
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import scipy.sparse as sp
 import torch
 from mlflow.entities import Run
 from mlflow.models import ModelSignature
@@ -44,6 +45,7 @@ from recsys_pipeline.champion import (  # noqa: F401 (CHAMPION: re-exported)
     TAG_SELECTION,
     GateDecision,
     GatePolicy,
+    Rescorer,
     gate,
     rating_rescorer,
 )
@@ -67,6 +69,8 @@ from recsys_pipeline.mlflow_resource import (  # noqa: F401 (re-exported for the
 from recsys_pipeline.models.base import RatingModel, config_to_dict
 from recsys_pipeline.models.export import PairScorer
 from recsys_pipeline.tracking_export import log_exports
+from recsys_pipeline.tracking_rescore import PARAM_SPLIT_METHOD, TopKValidation, topk_rescorer
+from recsys_pipeline.training.data import RatingData
 from recsys_pipeline.training.device import cpu_name, pick_device
 from recsys_pipeline.training.experiment import (
     EvalConfig,
@@ -261,12 +265,8 @@ def train_and_track(
         if registered is not None and version is not None:
             contender = Contender(result.selection_metric, result.valid[result.selection_metric],
                                   result.selection_mode, tags.get(TAG_VALID_SHA, ""))
-            pair_scored = (result.selection_metric in PAIR_METRICS
-                           and {"user_map", "item_map"} <= set(id_maps or {}))
-            rescore = None if not pair_scored else \
-                rating_rescorer(
-                result.model, data.valid, IdMaps(id_maps["user_map"], id_maps["item_map"]),
-                tracker.resolved_tracking_uri())
+            rescore = _rescorer(result, data, id_maps, params, eval_config,
+                                tracker.resolved_tracking_uri())
             decision = gate(tracker.client(), registered, version, contender,
                             tracker.gate_policy(), tags.get(TAG_RELEASE, ""), rescore)
         mlflow.set_tags(decision.tags() if decision else
@@ -275,6 +275,32 @@ def train_and_track(
                                                                              "not registered")
         return TrackedRun(result, run.info.run_id, model_uri, version, won, reason, curve,
                           decision)
+
+
+def _rescorer(result: ExperimentResult, data: ExperimentData,
+              id_maps: Mapping[str, pa.Table] | None, params: Mapping[str, Any] | None,
+              eval_config: EvalConfig, tracking_uri: str) -> Rescorer | None:
+    """How the gate re-scores the champion on changed data: RMSE / MAE on the validation
+    pairs both know (rating models), or the top-K protocol on the users and items both know
+    (pure rankers such as popularity, selected by NDCG@K; temporal splits only). None
+    without id maps."""
+    if not {"user_map", "item_map"} <= set(id_maps or {}):
+        return None
+    if result.selection_metric in PAIR_METRICS:
+        return rating_rescorer(result.model, data.valid,
+                               IdMaps(id_maps["user_map"], id_maps["item_map"]), tracking_uri)
+    user_ids, item_ids = map_ids(id_maps)
+    method = str((params or {}).get(PARAM_SPLIT_METHOD, "unknown"))
+    validation = TopKValidation(_csr(data.train, data), _csr(data.valid, data), method,
+                                eval_config.relevance_threshold)
+    return topk_rescorer(result.model, validation, user_ids, item_ids, tracking_uri)
+
+
+def _csr(rows: RatingData, data: ExperimentData) -> sp.csr_matrix:
+    """Ratings as a ``[n_users, n_items]`` CSR matrix."""
+    return sp.csr_matrix((rows.ratings.cpu().numpy(), (rows.users.cpu().numpy(),
+                                                       rows.items.cpu().numpy())),
+                         shape=(data.n_users, data.n_items))
 
 
 LEADERBOARD_EXTRAS = ("best_valid_rmse", "best_valid_ndcg_at_10", "best_epoch", "train_seconds")

@@ -9,7 +9,9 @@ import torch
 
 from recsys_pipeline.champion import CHAMPION, TAG_RELEASE
 from recsys_pipeline.evaluation.rating import predict, rmse
+from recsys_pipeline.evaluation.topk import evaluate_topk
 from recsys_pipeline.models.mf import MFConfig
+from recsys_pipeline.models.popularity import PopularityConfig
 from recsys_pipeline.tracking import (
     TAG_DAGSTER_RUN,
     TAG_FAMILY,
@@ -106,3 +108,38 @@ def test_bad_gate_settings_are_refused(tracker) -> None:
         MlflowResource(lake=tracker.lake, champion_when_incomparable="maybe").gate_policy()
     with pytest.raises(ValueError, match="champion_margin=-1"):
         MlflowResource(lake=tracker.lake, champion_margin=-1.0).gate_policy()
+
+
+def _train_popularity(tracker: MlflowResource, data: ExperimentData, valid_sha: str,
+                      maps: dict, split: str = "user_temporal"):
+    tags = {TAG_DAGSTER_RUN: "r", TAG_FAMILY: "popularity", TAG_TRAIN_SHA: "t" * 64,
+            TAG_VALID_SHA: valid_sha, TAG_RELEASE: "ml-latest-small"}
+    return train_and_track(tracker, _Log(), name="popularity_model", data=data,
+                           model_config=PopularityConfig(), train_config=BAD, tags=tags,
+                           id_maps=maps, params={"data.split.method": split})
+
+
+def test_a_ranker_champion_is_rescored_by_top_k_on_users_it_knows(tracker, planted_data):
+    """Popularity (selected by NDCG@10): after a data change the champion and the
+    challenger are ranked for the users both know, train items masked (temporal splits)."""
+    tracker = MlflowResource(lake=tracker.lake, log_onnx=False)
+    champion = _train_popularity(tracker, planted_data, "A", _maps(planted_data))
+    assert champion.champion
+    # new validation data: 12 users the champion never saw; the challenger counts the same
+    # training ratings, so on the users both know it ties
+    maps = _maps(planted_data, shifted_users=12)
+    tie = _train_popularity(tracker, planted_data, "B", maps)
+    gate = tie.gate
+    valid = planted_data.valid
+    known = valid.subset(torch.from_numpy(np.flatnonzero(valid.users.numpy() >= 12)))
+    expected = evaluate_topk(champion.result.model.cpu(), known, planted_data.train, (10,))
+    whole = evaluate_topk(champion.result.model.cpu(), valid, planted_data.train, (10,))
+    assert gate.compared_rows == expected["n_users"] < whole["n_users"]
+    assert gate.reason.startswith(f"on the {gate.compared_rows} of {int(whole['n_users'])} "
+                                  "validation rows")
+    assert gate.champion_value == pytest.approx(expected["ndcg@10"])
+    assert gate.challenger_value == pytest.approx(gate.champion_value) and not tie.champion
+
+    rand = _train_popularity(tracker, planted_data, "C", maps, split="random")
+    assert not rand.champion and rand.gate.champion_value is None
+    assert "'random'" in rand.gate.reason
