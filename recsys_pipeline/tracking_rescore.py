@@ -1,4 +1,4 @@
-"""Re-scoring a ranking family's champion on a challenger's validation data (MLflow side).
+"""Re-scoring a family's champion on a challenger's validation data (MLflow side).
 
 When a retrain ran on changed data, the champion gate (``champion.gate``) compares the
 champion and the challenger on the challenger's validation data through original MovieLens
@@ -11,10 +11,10 @@ ids. This module loads the champion from its run and builds the gate's
 * next-item models: the champion from ``model/`` and ``token_items/`` (the original item id
   of each token, logged by :func:`log_token_items`); the validation sequences over the items
   both know (``rescore_next_item``);
-* two-tower: the champion from ``original_ids_model/``; the validation ratings of the users
-  both know over the items both know (``rescore_topk``).
+* two-tower and popularity: the champion from ``original_ids_model/``; the validation
+  ratings of the users both know over the items both know (``rescore_topk``).
 
-Next-item and two-tower champions are re-scored only when both runs' split
+Next-item, two-tower and popularity champions are re-scored only when both runs' split
 (``data.split.method``) is temporal: under a random split the champion may have trained on the
 challenger's validation items.
 """
@@ -146,7 +146,7 @@ def next_item_rescorer(model: SequenceModel, validation: NextItemValidation,
 
 @dataclasses.dataclass(frozen=True)
 class TopKValidation:
-    """A per-user top-K model's ratings (two-tower), as the champion gate re-scores it.
+    """A per-user top-K model's ratings (two-tower, popularity), as the gate re-scores it.
 
     Attributes:
         train: Training ratings, masked from the ranking.  # [n_users, n_items] CSR
@@ -163,7 +163,8 @@ class TopKValidation:
 
 def topk_rescorer(model: nn.Module, validation: TopKValidation, user_ids: np.ndarray,
                   item_ids: np.ndarray, tracking_uri: str) -> Rescorer:
-    """A :data:`~recsys_pipeline.champion.Rescorer` for per-user top-K (two-tower) models.
+    """A :data:`~recsys_pipeline.champion.Rescorer` for per-user top-K models (two-tower;
+    popularity, from ``tracking.train_and_track``).
 
     The champion comes from its run's ``original_ids_model/`` pyfunc; both models are
     scored by ``evaluation.rescore.rescore_topk`` on the challenger's validation ratings of
@@ -189,7 +190,7 @@ Validation = tuple[sp.spmatrix, sp.spmatrix] | NextItemValidation | TopKValidati
 
 
 def rescorer(model: nn.Module, validation: Validation, user_ids: np.ndarray | None,
-              item_ids: np.ndarray | None, tracking_uri: str) -> Rescorer | None:
+             item_ids: np.ndarray | None, tracking_uri: str) -> Rescorer | None:
     """The re-scorer that fits the model and its validation data, or None."""
     if isinstance(validation, NextItemValidation) and isinstance(model, SequenceModel):
         return next_item_rescorer(model, validation, tracking_uri)
