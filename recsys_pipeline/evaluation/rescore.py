@@ -96,6 +96,23 @@ def _ranking_cutoff(metric: str) -> int:
     return int(k)
 
 
+class OnlyColumns(nn.Module):
+    """A fold-in scorer that reads whole rows but ranks only ``columns`` (others ``-inf``)."""
+
+    def __init__(self, model: nn.Module, columns: np.ndarray, n_items: int) -> None:
+        super().__init__()
+        self.model = model
+        outside = torch.ones(n_items, dtype=torch.bool, device=model_device(model))
+        outside[torch.as_tensor(columns, dtype=torch.long, device=outside.device)] = False
+        self.register_buffer("outside", outside)
+
+    def score_all_from(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Scores of every item, ``-inf`` outside the ranked columns.  # [B, n_items]"""
+        scores = self.model.score_all_from(inputs).float().clone()
+        scores[:, self.outside] = float("-inf")
+        return scores
+
+
 def rescore_fold_in(
     champion: nn.Module, champion_user_ids: np.ndarray, champion_item_ids: np.ndarray,
     challenger: nn.Module, user_ids: np.ndarray, item_ids: np.ndarray,
@@ -105,7 +122,9 @@ def rescore_fold_in(
 
     Only users the champion never trained on count (its training rows are its history's
     non-empty rows: a user it trained on would have his held-out items in its weights), and
-    only items both models know are ranked.
+    only items both models know are ranked and held out. Each model folds in the items of
+    the user it knows (the champion the shared ones, the challenger all), as either would
+    serve him; a user counts when he has a shared fold-in and a shared held-out item.
 
     Args:
         champion: The champion (``score_all_from`` and a ``history()`` of training rows).
@@ -137,14 +156,17 @@ def rescore_fold_in(
     ours = np.flatnonzero(theirs >= 0)
     if ours.size < k:
         raise ValueError(f"the models share {ours.size} items, fewer than {metric}'s K")
-    keep = sp.diags(fresh.astype(np.float32))
-    fi, ho = ((keep @ m)[:, ours].tocsr() for m in (fold_in, heldout))
-    if not ((fi.getnnz(1) > 0) & (ho.getnnz(1) > 0)).any():
+    shared = sp.diags((theirs >= 0).astype(np.float32))
+    fi_shared, ho = (fold_in @ shared).tocsr(), (heldout @ shared).tocsr()
+    fresh &= (fi_shared.getnnz(1) > 0) & (ho.getnnz(1) > 0)
+    if not fresh.any():
         raise ValueError("no validation user of the challenger is new to the champion and has "
                          "fold-in and held-out items they both know")
+    keep = sp.diags(fresh.astype(np.float32))
+    fi_shared, fi, ho = ((keep @ m).tocsr() for m in (fi_shared, fold_in, ho))
     champ = evaluate_fold_in(ItemSubset(champion, theirs[ours], len(champion_item_ids)),
-                             fi, ho, ks=(k,))
-    chal = evaluate_fold_in(ItemSubset(challenger, ours, len(item_ids)), fi, ho, ks=(k,))
+                             fi_shared[:, ours], ho[:, ours], ks=(k,))
+    chal = evaluate_fold_in(OnlyColumns(challenger, ours, len(item_ids)), fi, ho, ks=(k,))
     return champ[metric], chal[metric], int(chal["n_users"]), int(evaluated.sum())
 
 

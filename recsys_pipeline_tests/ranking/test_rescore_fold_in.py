@@ -1,13 +1,15 @@
 """Re-scoring a fold-in champion on a challenger's validation users (``rescore_fold_in``):
-users the champion trained on are left out, and only items both models know are ranked."""
+users the champion trained on are left out, only items both models know are ranked, and each
+model folds in the items it knows."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import torch
 
-from recsys_pipeline.evaluation.rescore import rescore_fold_in
+from recsys_pipeline.evaluation.rescore import OnlyColumns, rescore_fold_in
 from recsys_pipeline.evaluation.strong import evaluate_fold_in
 from recsys_pipeline.models.ease import EASEConfig, EASEModel
 from recsys_pipeline_tests.ranking.planted import N_ITEMS, N_USERS, make_blocks
@@ -56,18 +58,38 @@ def test_only_shared_items_ranked_in_either_order(champion: EASEModel) -> None:
     extra = sp.csr_matrix((N_USERS, 1), dtype=np.float32)
     train = sp.hstack([blocks.train[:, order], extra]).tocsr()
     challenger = EASEModel.fit(train, EASEConfig(l2=1.0), device="cpu")
-    # the new users also liked the extra item: folded in for the challenger, unknown to the
-    # champion (dropped from both inputs, since only shared items are compared)
-    new_col = sp.csr_matrix(np.ones((6, 1), np.float32))
-    fold_in = sp.hstack([blocks.fold_in[:, order], new_col]).tocsr()
-    heldout = sp.hstack([blocks.heldout[:, order], sp.csr_matrix((6, 1))]).tocsr()
+    # the new users also liked the extra item: the challenger folds it in (no one in its
+    # training data liked it, so it moves no score), the champion cannot; a seventh user who
+    # liked only the extra item has nothing the champion could fold in and is not compared
+    new_col = sp.csr_matrix(np.ones((7, 1), np.float32))
+    only_extra = sp.csr_matrix((1, N_ITEMS), dtype=np.float32)
+    fold_in = sp.hstack([sp.vstack([blocks.fold_in, only_extra])[:, order], new_col]).tocsr()
+    heldout = sp.hstack([sp.vstack([blocks.heldout, blocks.heldout[:1]])[:, order],
+                         sp.csr_matrix((7, 1))]).tocsr()
     item_ids = np.concatenate([ITEM_IDS[order], [99_999]])
     champ, chal, rows, total = rescore_fold_in(champion, USER_IDS, ITEM_IDS, challenger,
-                                               NEW_IDS, item_ids, fold_in, heldout, "recall@5")
-    assert (rows, total) == (6, 6)
+                                               np.r_[NEW_IDS, 6000], item_ids, fold_in,
+                                               heldout, "recall@5")
+    assert (rows, total) == (6, 7)
     assert champ == pytest.approx(chal)
     direct = evaluate_fold_in(champion, blocks.fold_in, blocks.heldout, ks=(5,))["recall@5"]
     assert champ == pytest.approx(direct)
+
+
+def test_the_challenger_folds_in_items_the_champion_lacks() -> None:
+    """``OnlyColumns`` scores from whole rows and ranks only the given columns."""
+    class _Sum(torch.nn.Module):  # item j scores the row's total times (j + 1)
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("w", torch.arange(1.0, 5.0))
+
+        def score_all_from(self, x: torch.Tensor) -> torch.Tensor:
+            return x.sum(1, keepdim=True) * self.w
+
+    view = OnlyColumns(_Sum(), np.array([0, 2]), 4)
+    scores = view.score_all_from(torch.tensor([[0.0, 0.0, 0.0, 1.0]]))  # only column 3 set
+    assert scores[0, [0, 2]].tolist() == pytest.approx([1.0, 3.0])  # read from column 3
+    assert torch.isinf(scores[0, [1, 3]]).all()
 
 
 def test_nothing_to_compare_raises(champion: EASEModel) -> None:
