@@ -33,7 +33,6 @@ import mlflow.pytorch
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import scipy.sparse as sp
 import torch
 from mlflow.entities import Run
 from mlflow.models import ModelSignature
@@ -70,7 +69,6 @@ from recsys_pipeline.models.base import RatingModel, config_to_dict
 from recsys_pipeline.models.export import PairScorer
 from recsys_pipeline.tracking_export import log_exports
 from recsys_pipeline.tracking_rescore import PARAM_SPLIT_METHOD, TopKValidation, topk_rescorer
-from recsys_pipeline.training.data import RatingData
 from recsys_pipeline.training.device import cpu_name, pick_device
 from recsys_pipeline.training.experiment import (
     EvalConfig,
@@ -291,16 +289,10 @@ def _rescorer(result: ExperimentResult, data: ExperimentData,
                                IdMaps(id_maps["user_map"], id_maps["item_map"]), tracking_uri)
     user_ids, item_ids = map_ids(id_maps)
     method = str((params or {}).get(PARAM_SPLIT_METHOD, "unknown"))
-    validation = TopKValidation(_csr(data.train, data), _csr(data.valid, data), method,
+    validation = TopKValidation(data.train.to_csr(data.n_users, data.n_items),
+                                data.valid.to_csr(data.n_users, data.n_items), method,
                                 eval_config.relevance_threshold)
     return topk_rescorer(result.model, validation, user_ids, item_ids, tracking_uri)
-
-
-def _csr(rows: RatingData, data: ExperimentData) -> sp.csr_matrix:
-    """Ratings as a ``[n_users, n_items]`` CSR matrix."""
-    return sp.csr_matrix((rows.ratings.cpu().numpy(), (rows.users.cpu().numpy(),
-                                                       rows.items.cpu().numpy())),
-                         shape=(data.n_users, data.n_items))
 
 
 LEADERBOARD_EXTRAS = ("best_valid_rmse", "best_valid_ndcg_at_10", "best_epoch", "train_seconds")

@@ -274,12 +274,6 @@ class PairSubset(nn.Module):
         return self.model.score_all(self.users[users.to(self.users.device)])[:, self.items]
 
 
-def _rating_rows(matrix: sp.csr_matrix) -> RatingData:
-    coo = matrix.tocoo()
-    return RatingData.from_arrays(coo.row.astype(np.int64), coo.col.astype(np.int64),
-                                  coo.data.astype(np.float32))
-
-
 def rescore_topk(
     champion: nn.Module, champion_user_ids: np.ndarray, champion_item_ids: np.ndarray,
     challenger: nn.Module, user_ids: np.ndarray, item_ids: np.ndarray,
@@ -331,7 +325,7 @@ def rescore_topk(
     if users.size == 0 or not ((rows >= threshold).getnnz(1) > 0).any():
         raise ValueError("no validation user of the challenger is known to the champion and "
                          f"has a rating >= {threshold} of an item both models know")
-    test, exclude = _rating_rows(rows), _rating_rows(train[users][:, items])
+    test, exclude = RatingData.from_csr(rows), RatingData.from_csr(train[users][:, items])
     scores = [evaluate_topk(PairSubset(model, u, i), test, exclude, (k,), threshold)
               for model, u, i in ((champion, cu[users], ci[items]),
                                   (challenger, users, items))]

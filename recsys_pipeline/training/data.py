@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import scipy.sparse as sp
 import torch
 
 from recsys_pipeline.schema import ITEM_IDX, RATING, USER_IDX
@@ -108,6 +109,19 @@ class RatingData:
             n_items=n_items,
             device=device,
         )
+
+    @classmethod
+    def from_csr(cls, matrix: sp.spmatrix) -> RatingData:
+        """The stored entries of a ``[n_users, n_items]`` sparse matrix as rows (CPU)."""
+        coo = sp.coo_matrix(matrix)
+        return cls.from_arrays(coo.row.astype(np.int64), coo.col.astype(np.int64),
+                               coo.data.astype(np.float32))
+
+    def to_csr(self, n_users: int, n_items: int) -> sp.csr_matrix:
+        """The rows as a ``[n_users, n_items]`` CSR matrix of ratings."""
+        return sp.csr_matrix((self.ratings.cpu().numpy(), (self.users.cpu().numpy(),
+                                                           self.items.cpu().numpy())),
+                             shape=(n_users, n_items))
 
     def validate(self, *, n_users: int | None = None, n_items: int | None = None) -> None:
         """Raise ``ValueError`` on out-of-range indices or non-finite ratings."""

@@ -212,21 +212,15 @@ def run_next_item(model: nn.Module, sessions: Sessions, config: RankingTrainConf
                           history, best, secs)
 
 
-def _rating_data(matrix: sp.csr_matrix) -> RatingData:
-    coo = sp.coo_matrix(matrix)
-    return RatingData.from_arrays(coo.row.astype(np.int64), coo.col.astype(np.int64),
-                                  coo.data.astype(np.float32))
-
-
 def run_topk(model: nn.Module, user_split: SplitMatrices, config: RankingTrainConfig,
              on_epoch: OnEpoch | None = None, threshold: float = 4.0,
              ks: Sequence[int] = TOPK_KS) -> RankingOutcome:
     """Train a pair model (two-tower) on the train positives; full-catalogue top-K with the
     train items excluded, relevant = valid/test ratings >= ``threshold``."""
     train = user_split.explicit["train"]
-    exclude = _rating_data(train)
+    exclude = RatingData.from_csr(train)
     ks = tuple(k for k in ks if k <= train.shape[1])
-    valid, test = _rating_data(user_split.explicit["valid"]), _rating_data(
+    valid, test = RatingData.from_csr(user_split.explicit["valid"]), RatingData.from_csr(
         user_split.explicit["test"])
 
     def score(m: nn.Module, data: RatingData) -> dict[str, float]:

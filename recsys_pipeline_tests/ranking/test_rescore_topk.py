@@ -48,9 +48,8 @@ def _data() -> tuple[np.ndarray, sp.csr_matrix, sp.csr_matrix]:
 
 def _direct(model: nn.Module, train: sp.csr_matrix, valid: sp.csr_matrix,
             metric: str = "ndcg@3") -> float:
-    rows = [RatingData.from_arrays(m.tocoo().row, m.tocoo().col, m.tocoo().data.astype(
-        np.float32)) for m in (valid, train)]
-    return evaluate_topk(model, rows[0], rows[1], (int(metric[-1]),))[metric]
+    return evaluate_topk(model, RatingData.from_csr(valid), RatingData.from_csr(train),
+                         (int(metric[-1]),))[metric]
 
 
 def test_same_scores_under_permuted_ids_rescore_identically() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
+import scipy.sparse as sp
 import torch
 
 from recsys_pipeline.training.data import RatingData
@@ -36,3 +37,11 @@ def test_invalid_input_names_the_column(users, items, ratings, message: str) -> 
 def test_from_table_requires_columns() -> None:
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['rating'\]"):
         RatingData.from_table(pa.table({"user_idx": [0], "item_idx": [0]}))
+
+
+def test_csr_round_trip_keeps_every_rating() -> None:
+    matrix = sp.csr_matrix(np.array([[0.0, 4.5, 0.0], [3.0, 0.0, 1.0]], np.float32))
+    rows = RatingData.from_csr(matrix)
+    assert sorted(zip(rows.users.tolist(), rows.items.tolist(), rows.ratings.tolist(),
+                      strict=True)) == [(0, 1, 4.5), (1, 0, 3.0), (1, 2, 1.0)]
+    assert (rows.to_csr(2, 3) != matrix).nnz == 0
