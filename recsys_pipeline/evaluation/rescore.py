@@ -88,11 +88,13 @@ class ItemSubset(nn.Module):
         return self.model.score_all_from(full)[:, self.columns]
 
 
-def _ranking_cutoff(metric: str) -> int:
+def _ranking_cutoff(metric: str, names: tuple[str, ...], kind: str) -> int:
+    """K of a ``name@K`` metric whose name is one of ``names`` (ValueError otherwise)."""
     name, _, k = metric.partition("@")
-    if name not in ("ndcg", "recall") or not k.isdigit():
-        raise ValueError(f"cannot re-score a fold-in model by {metric!r}: only ndcg@K and "
-                         "recall@K")
+    if name not in names or not k.isdigit():
+        *head, last = (f"{n}@K" for n in names)
+        allowed = f"{', '.join(head)} and {last}" if head else last
+        raise ValueError(f"cannot re-score a {kind} model by {metric!r}: only {allowed}")
     return int(k)
 
 
@@ -144,7 +146,7 @@ def rescore_fold_in(
     Raises:
         ValueError: An unsupported metric, or no user / item left to compare on.
     """
-    k = _ranking_cutoff(metric)
+    k = _ranking_cutoff(metric, ("ndcg", "recall"), "fold-in")
     fold_in, heldout = sp.csr_matrix(fold_in), sp.csr_matrix(heldout)
     if fold_in.shape != heldout.shape or fold_in.shape != (len(user_ids), len(item_ids)):
         raise ValueError(f"fold_in {fold_in.shape}, heldout {heldout.shape}, {len(user_ids)} "
@@ -226,10 +228,7 @@ def rescore_next_item(
     Raises:
         ValueError: An unsupported metric, or fewer shared items than K, or no row left.
     """
-    name, _, k_text = metric.partition("@")
-    if name not in ("ndcg", "hr", "mrr", "map", "precision") or not k_text.isdigit():
-        raise ValueError(f"cannot re-score a next-item model by {metric!r}")
-    k = int(k_text)
+    k = _ranking_cutoff(metric, ("ndcg", "hr", "mrr", "map", "precision"), "next-item")
     tokens, targets = np.asarray(tokens, np.int64), np.asarray(targets, np.int64)
     if tokens.ndim != 2 or targets.shape != tokens.shape[:1]:
         raise ValueError(f"tokens {tokens.shape} must be [N, L] and targets {targets.shape} [N]")
@@ -306,11 +305,8 @@ def rescore_topk(
         ValueError: A metric without a cut-off, too few shared items, or no shared user with a
             relevant validation item among the shared items.
     """
-    name, _, k_text = metric.partition("@")
-    if name not in ("precision", "recall", "ndcg", "map", "hit_rate", "mrr") or not (
-            k_text.isdigit()):
-        raise ValueError(f"cannot re-score a top-K model by {metric!r}")
-    k = int(k_text)
+    k = _ranking_cutoff(metric, ("precision", "recall", "ndcg", "map", "hit_rate", "mrr"),
+                        "top-K")
     train, valid = sp.csr_matrix(train), sp.csr_matrix(valid)
     if train.shape != valid.shape or valid.shape != (len(user_ids), len(item_ids)):
         raise ValueError(f"train {train.shape}, valid {valid.shape}, {len(user_ids)} user ids "
