@@ -7,9 +7,9 @@ from recsys_pipeline.assets.ingest import GROUP as INGEST
 from recsys_pipeline.assets.prepare import GROUP as PREPARE
 from recsys_pipeline.assets.project import GROUP as PROJECT
 from recsys_pipeline.assets.project import project_job
+from recsys_pipeline.assets.ranking_configs import RANKING_PRESETS
 from recsys_pipeline.assets.train import GROUP as TRAIN
 from recsys_pipeline.assets.train import TRAIN_PRESETS
-from recsys_pipeline.assets.train_ranking import RANKING_PRESETS
 from recsys_pipeline.assets.tune import GROUP as TUNE
 from recsys_pipeline.assets.tune import tune_job
 

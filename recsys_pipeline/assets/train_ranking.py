@@ -9,7 +9,8 @@
 
 Protocols: ``training.ranking_experiment``. Models are stored by ``ranking_model_io_manager``
 (``<lake>/models/<asset>/{config.json,state_dict.pt}``). Config defaults are demo-sized
-(all seven together: about 30 s of training on ml-latest-small on a 2-core CPU).
+(all seven together: about 30 s of training on ml-latest-small on a 2-core CPU); the configs
+and the run presets live in ``assets.ranking_configs``.
 """
 
 from typing import Any
@@ -19,20 +20,29 @@ import dagster as dg
 from recsys_pipeline import schema
 from recsys_pipeline.assets.prepare import PREFIX as PREPARED
 from recsys_pipeline.assets.prepare import split_key
+from recsys_pipeline.assets.ranking_configs import (
+    AutoEncoderModelConfig,
+    CooccurrenceModelConfig,
+    EASEModelConfig,
+    GRU4RecModelConfig,
+    MultVAEModelConfig,
+    SASRecModelConfig,
+    TwoTowerModelConfig,
+)
 from recsys_pipeline.assets.ranking_data import ITEMS_KEY, MATRIX_KEY
 from recsys_pipeline.assets.train import GROUP, KINDS, PREFIX, split_params
 from recsys_pipeline.data.item_features import item_side_features
 from recsys_pipeline.data.lake import file_sha256
 from recsys_pipeline.metadata import markdown_table
 from recsys_pipeline.model_io import DeviceResource
-from recsys_pipeline.models.autoencoder import AutoEncoderConfig, AutoEncoderModel
-from recsys_pipeline.models.cooccurrence import CooccurrenceConfig, CooccurrenceModel
+from recsys_pipeline.models.autoencoder import AutoEncoderModel
+from recsys_pipeline.models.cooccurrence import CooccurrenceModel
 from recsys_pipeline.models.deepfm import year_buckets
-from recsys_pipeline.models.ease import EASEConfig, EASEModel
-from recsys_pipeline.models.gru4rec import GRU4RecConfig, GRU4RecModel
-from recsys_pipeline.models.multvae import MultVAEConfig, MultVAEModel
-from recsys_pipeline.models.sasrec import SASRecConfig, SASRecModel
-from recsys_pipeline.models.two_tower import TwoTowerConfig, TwoTowerModel
+from recsys_pipeline.models.ease import EASEModel
+from recsys_pipeline.models.gru4rec import GRU4RecModel
+from recsys_pipeline.models.multvae import MultVAEModel
+from recsys_pipeline.models.sasrec import SASRecModel
+from recsys_pipeline.models.two_tower import TwoTowerModel
 from recsys_pipeline.resources import LakeResource
 from recsys_pipeline.tracking import TAG_ASSET, TAG_DAGSTER_RUN, TAG_FAMILY, MlflowResource
 from recsys_pipeline.tracking_ranking import (
@@ -62,133 +72,6 @@ TOPK_INS = {"user_split": dg.AssetIn(key=[PREPARED, "user_item_matrix"]),
             "movies": dg.AssetIn(key=["clean", "movies"]),
             "split_report": dg.AssetIn(key=split_key("report"))}
 SHOWN = ("recall@20", "ndcg@10", "ndcg@100", "hr@10", "mrr@10", "recall@10")
-
-
-class _RankingLoopConfig(dg.Config):
-    """Options of the ranking loop (early stop on the validation NDCG@10)."""
-
-    epochs: int = 20  # most passes over the training data
-    batch_size: int = 64  # user rows / sequences / pairs per gradient step
-    lr: float = 1e-3  # Adam learning rate
-    weight_decay: float = 0.0  # Adam weight decay
-    patience: int | None = 3  # stop after this many validations without a better NDCG@10
-    eval_every: int = 1  # validate every this many epochs
-    seed: int = 0  # seeds the weights, shuffles and dropout
-
-    def loop(self, device: str, grad_clip: float | None = None) -> RankingTrainConfig:
-        return RankingTrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                                  weight_decay=self.weight_decay, patience=self.patience,
-                                  eval_every=self.eval_every, monitor="valid_ndcg@10",
-                                  seed=self.seed, device=device, grad_clip=grad_clip)
-
-
-class AutoEncoderModelConfig(_RankingLoopConfig):
-    """DeepRec-style autoencoder on binary rows (implicit mode: unobserved entries weighted)."""
-
-    epochs: int = 5  # most passes over the training rows
-    hidden: list[int] = [256, 64]  # encoder widths; the last is the code
-    dropout: float = 0.5  # dropout on the code
-    unobserved_weight: float = 0.1  # weight of unobserved entries as zero targets
-    constrained: bool = False  # tie the decoder weights to the encoder's (transposed)
-    refeed: bool = False  # dense re-feeding: also fit f(f(x)) to f(x)
-
-    def to_core(self) -> AutoEncoderConfig:
-        return AutoEncoderConfig(hidden=tuple(self.hidden), dropout=self.dropout,
-                                 unobserved_weight=self.unobserved_weight,
-                                 constrained=self.constrained, refeed=self.refeed, clamp=False,
-                                 seed=self.seed)
-
-
-class MultVAEModelConfig(_RankingLoopConfig):
-    """Mult-VAE (Liang et al. 2018): multinomial likelihood, annealed KL."""
-
-    epochs: int = 6  # most passes over the training rows
-    lr: float = 3e-3  # Adam learning rate
-    hidden: list[int] = [600]  # encoder hidden widths
-    latent: int = 200  # latent dimension
-    anneal_cap: float = 0.2  # largest KL weight β
-    total_anneal_steps: int = 500  # steps for β to reach the cap
-    dropout: float = 0.5  # dropout on the normalised input
-    variational: bool = True  # False: Mult-DAE (no sampling, no KL term)
-
-    def to_core(self) -> MultVAEConfig:
-        return MultVAEConfig(hidden=tuple(self.hidden), latent=self.latent,
-                             dropout=self.dropout, anneal_cap=self.anneal_cap,
-                             total_anneal_steps=self.total_anneal_steps, seed=self.seed,
-                             variational=self.variational)
-
-
-class EASEModelConfig(dg.Config):
-    """EASE (Steck 2019), closed form."""
-
-    l2: float = 200.0  # λ of ‖X − XB‖² + λ‖B‖²
-
-    def to_core(self) -> EASEConfig:
-        return EASEConfig(l2=self.l2)
-
-
-class GRU4RecModelConfig(_RankingLoopConfig):
-    """GRU4Rec: a GRU over the item sequence, softmax next-item loss (sampled or full)."""
-
-    epochs: int = 20  # most passes over the sequences
-    batch_size: int = 16  # sequences per step (600 short rows: 64 gave too few steps)
-    lr: float = 1e-2  # Adam learning rate
-    patience: int | None = 5  # stop after this many validations without a better NDCG@10
-    embedding_dim: int = 64  # item embedding width
-    hidden: int = 100  # GRU width
-    tied: bool = False  # input embeddings = output embeddings (needs embedding_dim = hidden)
-    dropout: float = 0.2  # dropout on embeddings and outputs
-    loss: str = "sampled"  # "sampled" (popularity-sampled softmax, fast) or "ce" (full)
-    n_negatives: int = 256  # shared negatives per batch for "sampled"
-
-    def to_core(self) -> GRU4RecConfig:
-        return GRU4RecConfig(embedding_dim=self.embedding_dim, hidden=self.hidden,
-                             tied=self.tied, dropout=self.dropout, loss=self.loss,
-                             n_negatives=self.n_negatives, seed=self.seed)
-
-
-class SASRecModelConfig(_RankingLoopConfig):
-    """SASRec: causal pre-norm Transformer over the last ``max_len`` items."""
-
-    epochs: int = 20  # most passes over the sequences
-    batch_size: int = 16  # sequences per step (600 short rows: 64 gave too few steps)
-    lr: float = 3e-3  # Adam learning rate
-    patience: int | None = 5  # stop after this many validations without a better NDCG@10
-    max_len: int = 50  # positions the model attends over
-    dim: int = 64  # model width
-    n_blocks: int = 2  # Transformer blocks
-    dropout: float = 0.2  # dropout in the blocks
-    loss: str = "sampled"  # "sampled" (popularity-sampled softmax, fast) or "ce" (full)
-    n_negatives: int = 256  # shared negatives per batch for "sampled"
-
-    def to_core(self) -> SASRecConfig:
-        return SASRecConfig(max_len=self.max_len, dim=self.dim, n_blocks=self.n_blocks,
-                            dropout=self.dropout, loss=self.loss,
-                            n_negatives=self.n_negatives, seed=self.seed)
-
-
-class CooccurrenceModelConfig(dg.Config):
-    """Last-item co-occurrence counts (a next-item baseline), counted in one pass."""
-
-    window: int = 1  # count pairs at most this many steps apart
-    popularity_backoff: bool = True  # break ties (and empty rows) by popularity
-
-    def to_core(self) -> CooccurrenceConfig:
-        return CooccurrenceConfig(window=self.window, popularity_backoff=self.popularity_backoff)
-
-
-class TwoTowerModelConfig(_RankingLoopConfig):
-    """Two-tower retrieval, in-batch softmax with log-Q correction, genre + year item tower."""
-
-    epochs: int = 3  # most passes over the positive pairs
-    batch_size: int = 1024  # pairs per step (the in-batch negatives)
-    lr: float = 5e-3  # Adam learning rate
-    dim: int = 64  # tower output width
-    temperature: float = 0.1  # logit temperature
-    year_bucket_width: int = 10  # release-year buckets of this many years
-
-    def to_core(self) -> TwoTowerConfig:
-        return TwoTowerConfig(dim=self.dim, temperature=self.temperature, seed=self.seed)
 
 
 def _tags(context: dg.AssetExecutionContext, lake: LakeResource, family: str,
@@ -357,32 +240,3 @@ def two_tower_model(context: dg.AssetExecutionContext, config: TwoTowerModelConf
 
 ranking_model_assets = [autoencoder_model, multvae_model, ease_model, gru4rec_model,
                         sasrec_model, cooccurrence_model, two_tower_model]
-
-
-# Run configs (``define_asset_job(..., config=RANKING_PRESETS["full"])``, or merged into
-# ``TRAIN_PRESETS["full"]["ops"]``; the same dict as YAML under ``ops:``). The Config defaults
-# above are the "demo" preset. "full" holds the settings bench/ranking_bench.py chose on the
-# validation users / validation targets of ml-latest-small (bench/README.md, ranking section);
-# fold-in early stopping needs longer patience there, validating every second epoch. The
-# sequence models' lr and batch size were chosen on the assets' own validation targets (the
-# session rows hold each user's last 50 items only, so an epoch is a few dozen steps).
-_FOLD_IN_LONGER = {"epochs": 400, "patience": 20, "eval_every": 2}
-_NEXT_LONGER = {"epochs": 60, "patience": 8}
-RANKING_PRESETS: dict[str, dict] = {
-    "demo": {"ops": {}},
-    "full": {"ops": {
-        "models__autoencoder_model": {"config": {
-            **_FOLD_IN_LONGER, "batch_size": 128, "hidden": [512, 128], "dropout": 0.5,
-            "unobserved_weight": 0.2, "constrained": True, "refeed": True}},
-        "models__multvae_model": {"config": {
-            **_FOLD_IN_LONGER, "batch_size": 64, "lr": 1e-3, "hidden": [], "latent": 200,
-            "anneal_cap": 0.2, "total_anneal_steps": 2000}},
-        "models__ease_model": {"config": {"l2": 200.0}},
-        "models__gru4rec_model": {"config": {
-            **_NEXT_LONGER, "batch_size": 64, "lr": 1e-2, "embedding_dim": 64, "hidden": 128,
-            "dropout": 0.4, "loss": "sampled", "n_negatives": 512}},
-        "models__sasrec_model": {"config": {
-            **_NEXT_LONGER, "batch_size": 16, "lr": 3e-3, "max_len": 50, "dim": 64,
-            "n_blocks": 2, "dropout": 0.2, "loss": "sampled", "n_negatives": 512}},
-    }},
-}

@@ -179,14 +179,14 @@ def test_held_out_counts_names_too_few_users() -> None:
 
 
 def test_ranking_presets_are_valid_run_configs(tmp_path) -> None:
-    from recsys_pipeline.assets.train import TRAIN_PRESETS
-    from recsys_pipeline.assets.train_ranking import (
+    from recsys_pipeline.assets.ranking_configs import (
         RANKING_PRESETS,
         AutoEncoderModelConfig,
         GRU4RecModelConfig,
         MultVAEModelConfig,
         SASRecModelConfig,
     )
+    from recsys_pipeline.assets.train import TRAIN_PRESETS
     from recsys_pipeline.model_io import build_train_resources
     from recsys_pipeline.resources import build_resources
 
