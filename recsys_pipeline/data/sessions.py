@@ -34,12 +34,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys_pipeline import schema
-from recsys_pipeline.data.split import (
-    Splits,
-    chronological_order,
-    segment_codes,
-    timestamps,
-)
+from recsys_pipeline.data.order import chronological_order, segment_codes, timestamps
+from recsys_pipeline.data.split import Splits
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,8 @@ import numpy as np
 import pyarrow as pa
 
 from recsys_pipeline import schema
-from recsys_pipeline.data.split import DROPPED, SplitConfig, Splits, timestamps
+from recsys_pipeline.data.order import timestamps
+from recsys_pipeline.data.split import DROPPED, SplitConfig, Splits
 
 _SHOW = 3  # offending examples quoted per problem
 _NAMES = (*schema.SPLIT_NAMES, DROPPED)

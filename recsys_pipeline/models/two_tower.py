@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys_pipeline.data.split import chronological_order
+from recsys_pipeline.data.order import chronological_order
 from recsys_pipeline.models.base import RatingModel
 from recsys_pipeline.models.layers import init_linear, init_normal
 from recsys_pipeline.models.ranking_base import check_loaded, load_ranking_model

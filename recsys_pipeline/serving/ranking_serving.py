@@ -37,8 +37,8 @@ import torch
 from recsys_pipeline import schema as S
 from recsys_pipeline.data.encode import IdMaps
 from recsys_pipeline.data.lake import read_parquet
+from recsys_pipeline.data.order import timestamps
 from recsys_pipeline.data.sparse import load_csr
-from recsys_pipeline.data.split import timestamps
 from recsys_pipeline.evaluation.rescore import known_pairs
 from recsys_pipeline.models.base import RatingModel
 from recsys_pipeline.models.ranking_base import FoldInModel, SequenceModel, load_ranking_model

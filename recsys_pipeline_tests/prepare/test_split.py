@@ -8,12 +8,8 @@ import numpy as np
 import pytest
 
 from recsys_pipeline import schema
-from recsys_pipeline.data.split import (
-    SplitConfig,
-    chronological_order,
-    segment_codes,
-    split_ratings,
-)
+from recsys_pipeline.data.order import chronological_order, segment_codes
+from recsys_pipeline.data.split import SplitConfig, split_ratings
 from recsys_pipeline_tests.prepare.frames import column, encoded_table
 
 

@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recsys_pipeline import schema
-from recsys_pipeline.data.split import SplitConfig, round_half_up, split_ratings, timestamps
+from recsys_pipeline.data.order import round_half_up, timestamps
+from recsys_pipeline.data.split import SplitConfig, split_ratings
 from recsys_pipeline.data.validate_splits import validate_splits
 from recsys_pipeline_tests.prepare.frames import encoded_table, rating_rows_strategy
 
