@@ -91,7 +91,7 @@ class GRU4RecModelConfig(_RankingLoopConfig):
     hidden: int = 100  # GRU width
     tied: bool = False  # input embeddings = output embeddings (needs embedding_dim = hidden)
     dropout: float = 0.2  # dropout on embeddings and outputs
-    loss: str = "sampled"  # "sampled" (popularity-sampled softmax, fast) or "ce" (full)
+    loss: str = "ce"  # "ce" (full softmax) or "sampled" (popularity-sampled: big catalogues)
     n_negatives: int = 256  # shared negatives per batch for "sampled"
 
     def to_core(self) -> GRU4RecConfig:
@@ -111,7 +111,7 @@ class SASRecModelConfig(_RankingLoopConfig):
     dim: int = 64  # model width
     n_blocks: int = 2  # Transformer blocks
     dropout: float = 0.2  # dropout in the blocks
-    loss: str = "sampled"  # "sampled" (popularity-sampled softmax, fast) or "ce" (full)
+    loss: str = "ce"  # "ce" (full softmax) or "sampled" (popularity-sampled: big catalogues)
     n_negatives: int = 256  # shared negatives per batch for "sampled"
 
     def to_core(self) -> SASRecConfig:
@@ -165,9 +165,9 @@ RANKING_PRESETS: dict[str, dict] = {
         "models__ease_model": {"config": {"l2": 200.0}},
         "models__gru4rec_model": {"config": {
             **_NEXT_LONGER, "batch_size": 64, "lr": 1e-2, "embedding_dim": 64, "hidden": 128,
-            "dropout": 0.4, "loss": "sampled", "n_negatives": 512}},
+            "dropout": 0.4, "loss": "ce"}},
         "models__sasrec_model": {"config": {
             **_NEXT_LONGER, "batch_size": 16, "lr": 3e-3, "max_len": 50, "dim": 64,
-            "n_blocks": 2, "dropout": 0.2, "loss": "sampled", "n_negatives": 512}},
+            "n_blocks": 2, "dropout": 0.2, "loss": "ce"}},
     }},
 }
