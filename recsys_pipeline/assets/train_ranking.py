@@ -9,7 +9,7 @@
 
 Protocols: ``training.ranking_experiment``. Models are stored by ``ranking_model_io_manager``
 (``<lake>/models/<asset>/{config.json,state_dict.pt}``). Config defaults are demo-sized
-(all seven together: about 30 s of training on ml-latest-small on a 2-core CPU); the configs
+(all seven together: about a minute of training on ml-latest-small on a 2-core CPU); the configs
 and the run presets live in ``assets.ranking_configs``.
 """
 
