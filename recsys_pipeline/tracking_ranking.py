@@ -20,8 +20,6 @@ from typing import Any
 
 import dagster as dg
 import mlflow
-import mlflow.artifacts
-import mlflow.pyfunc
 from torch import nn
 
 from recsys_pipeline.champion import TAG_RELEASE, GateDecision, Rescorer, gate
@@ -38,12 +36,10 @@ from recsys_pipeline.tracking import (
     run_row,
     system_params,
 )
-from recsys_pipeline.tracking_export import (
-    lake_ids,
-    log_exports,
-)
+from recsys_pipeline.tracking_export import lake_ids, log_exports
 from recsys_pipeline.tracking_rescore import (
     PARAM_SPLIT_METHOD,
+    RUN_MODEL_DIR,
     NextItemValidation,
     TopKValidation,
     Validation,
@@ -102,15 +98,15 @@ def _register(tracker: MlflowResource, run_id: str, family: str, valid: float,
               valid_sha: str, rescore: Rescorer | None) -> tuple[str, GateDecision] | None:
     """Register ``runs:/<run>/model`` as a version of ``recsys-<family>``; apply the
     champion gate on the validation NDCG@10 (higher is better). On changed validation data
-    ``rescore`` (fold-in models) compares both on the same users; otherwise the resource's
-    ``champion_when_incomparable`` decides."""
+    ``rescore`` (``tracking_rescore.rescorer``) compares both on the same rows; without one,
+    or when it fails, the resource's ``champion_when_incomparable`` decides."""
     if not tracker.register_models:
         return None
     client, name = tracker.client(), registered_name(family)
     if not client.search_registered_models(filter_string=f"name = '{name}'"):
         client.create_registered_model(name)
     version = str(client.create_model_version(
-        name, f"{mlflow.get_artifact_uri()}/model", run_id=run_id).version)
+        name, f"{mlflow.get_artifact_uri()}/{RUN_MODEL_DIR}", run_id=run_id).version)
     release = ingested_release_name(tracker.lake.raw_dir())
     if release:
         mlflow.set_tag(TAG_RELEASE, release)
@@ -149,7 +145,7 @@ def train_and_track_ranking(
         mlflow.log_metrics(ranking_final_metrics(outcome))
         with tempfile.TemporaryDirectory() as tmp:
             save_model(outcome.model, tmp)  # type: ignore[arg-type]
-            mlflow.log_artifacts(tmp, "model")
+            mlflow.log_artifacts(tmp, RUN_MODEL_DIR)
         user_ids, item_ids = lake_ids(tracker.lake.path(), outcome.model)
         log_exports(outcome.model, user_ids, item_ids, onnx=tracker.log_onnx, log=log)
         if isinstance(validation, NextItemValidation):

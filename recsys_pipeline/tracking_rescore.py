@@ -44,6 +44,7 @@ from recsys_pipeline.models.ranking_base import FoldInModel, SequenceModel, load
 from recsys_pipeline.tracking_export import PYFUNC_DIR, OriginalIdsModel
 from recsys_pipeline.training.device import model_device
 
+RUN_MODEL_DIR = "model"  # a ranking run's model artifacts (tracking_ranking logs them)
 TOKEN_ITEMS_DIR, TOKEN_ITEMS_FILE = "token_items", "item_ids.parquet"
 PARAM_SPLIT_METHOD = "data.split.method"
 # splits under which a user's validation items are newer than all his training items, and
@@ -132,7 +133,7 @@ def next_item_rescorer(model: SequenceModel, validation: NextItemValidation,
         with tempfile.TemporaryDirectory() as tmp:
             folders = [mlflow.artifacts.download_artifacts(
                 run_id=champion.run_id, artifact_path=path, dst_path=tmp,
-                tracking_uri=tracking_uri) for path in ("model", TOKEN_ITEMS_DIR)]
+                tracking_uri=tracking_uri) for path in (RUN_MODEL_DIR, TOKEN_ITEMS_DIR)]
             old = load_ranking_model(folders[0], map_location=model_device(model))
             old_ids = pq.read_table(Path(folders[1]) / TOKEN_ITEMS_FILE).column(
                 schema.ITEM_ID).to_numpy()
