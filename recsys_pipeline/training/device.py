@@ -72,3 +72,21 @@ def model_device(model: torch.nn.Module) -> torch.device:
     for tensor in (*model.parameters(), *model.buffers()):
         return tensor.device
     return torch.device("cpu")
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes a new allocation can take on ``device``, or None where that is unknown.
+
+    CUDA: the driver's free memory plus what torch's caching allocator holds unused. CPU:
+    ``MemAvailable`` of ``/proc/meminfo`` (Linux; None elsewhere).
+    """
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

@@ -12,6 +12,7 @@ import torch
 
 from recsys_pipeline.evaluation.strong import UserIndependentScorer, evaluate_fold_in
 from recsys_pipeline.evaluation.topk import ItemSets, top_k_items
+from recsys_pipeline.models import ease
 from recsys_pipeline.models.autoencoder import AutoEncoderConfig, AutoEncoderModel
 from recsys_pipeline.models.ease import EASEConfig, EASEModel, ease_weights
 from recsys_pipeline.models.multvae import MultVAEConfig, MultVAEModel
@@ -169,6 +170,42 @@ def test_ease_matches_closed_form_on_hand_matrix() -> None:
     model = EASEModel.fit(sp.csr_matrix(x), EASEConfig(l2=lam), device="cpu")
     np.testing.assert_allclose(model.score_all(torch.arange(5)).numpy(), x @ expected,
                                atol=1e-5)
+
+
+def closed_form_ease(x: np.ndarray, lam: float) -> np.ndarray:
+    p = np.linalg.inv(x.T @ x + lam * np.eye(x.shape[1]))
+    return np.eye(x.shape[1]) - p @ np.diag(1.0 / np.diag(p))
+
+
+@pytest.mark.parametrize("block", [1, 3, 7, 64])
+def test_ease_blockwise_gram_and_in_place_solve_match_the_closed_form(
+        monkeypatch: pytest.MonkeyPatch, block: int) -> None:
+    """Blocks that do and do not divide the catalogue (and one block for all of it)."""
+    monkeypatch.setattr(ease, "GRAM_BLOCK", block)
+    rng = np.random.default_rng(3)
+    x = (rng.random((40, 17)) < 0.3) * rng.integers(1, 4, (40, 17))  # weighted, some empty
+    expected = closed_form_ease(x.astype(np.float64), 5.0)
+    np.testing.assert_allclose(ease_weights(sp.csr_matrix(x), 5.0).numpy(), expected,
+                               atol=1e-6)
+    single = ease_weights(sp.csr_matrix(x), 5.0, float64=False).numpy()
+    np.testing.assert_allclose(single, expected, atol=1e-4)
+    assert np.all(np.diag(single) == 0.0)
+
+
+def test_ease_refuses_a_solve_larger_than_the_memory_available(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    x = sp.csr_matrix(np.eye(30))
+    need64 = ease.ease_memory_bytes(30, True)
+    assert need64 == 2 * 8 * 30 * 30  # the Gram matrix + its factorization's temporary
+    assert ease.ease_memory_bytes(30, False) == need64 // 2
+    monkeypatch.setattr(ease, "available_memory", lambda device: need64 - 1)
+    with pytest.raises(MemoryError, match=r"30 × 30 item-item solve \(float64\).*"
+                                          r"min_item_users.*float64: false"):
+        EASEModel.fit(x, EASEConfig(l2=1.0), device="cpu")
+    model = EASEModel.fit(x, EASEConfig(l2=1.0, float64=False), device="cpu")  # fits in half
+    assert model.weights.dtype == torch.float32 and model.weights.shape == (30, 30)
+    monkeypatch.setattr(ease, "available_memory", lambda device: None)  # unknown: no check
+    assert EASEModel.fit(x, EASEConfig(l2=1.0), device="cpu").weights.shape == (30, 30)
 
 
 def test_popularity_fails_the_planted_blocks(blocks: Blocks) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from recsys_pipeline.training.device import pick_device
+from recsys_pipeline.training.device import available_memory, pick_device
 from recsys_pipeline.training.seed import (
     derive_seed,
     numpy_generator,
@@ -30,6 +32,14 @@ def test_cuda_request_without_cuda_raises() -> None:
 def test_unknown_device_raises() -> None:
     with pytest.raises(ValueError, match="device='tpu' is not one of"):
         pick_device("tpu")
+
+
+@pytest.mark.skipif(not Path("/proc/meminfo").is_file(), reason="reads Linux /proc/meminfo")
+def test_available_memory_reads_meminfo() -> None:
+    line = next(x for x in Path("/proc/meminfo").read_text().splitlines()
+                if x.startswith("MemTotal:"))
+    free = available_memory(torch.device("cpu"))
+    assert isinstance(free, int) and 0 < free <= int(line.split()[1]) * 1024
 
 
 def test_derived_streams_are_reproducible_and_distinct() -> None:
