@@ -179,15 +179,16 @@ def closed_form_ease(x: np.ndarray, lam: float) -> np.ndarray:
 
 @pytest.mark.parametrize("block", [1, 3, 7, 64])
 def test_ease_blockwise_gram_and_in_place_solve_match_the_closed_form(
-        monkeypatch: pytest.MonkeyPatch, block: int) -> None:
+        monkeypatch: pytest.MonkeyPatch, block: int, device: torch.device) -> None:
     """Blocks that do and do not divide the catalogue (and one block for all of it)."""
     monkeypatch.setattr(ease, "GRAM_BLOCK", block)
     rng = np.random.default_rng(3)
     x = (rng.random((40, 17)) < 0.3) * rng.integers(1, 4, (40, 17))  # weighted, some empty
     expected = closed_form_ease(x.astype(np.float64), 5.0)
-    np.testing.assert_allclose(ease_weights(sp.csr_matrix(x), 5.0).numpy(), expected,
-                               atol=1e-6)
-    single = ease_weights(sp.csr_matrix(x), 5.0, float64=False).numpy()
+    got = ease_weights(sp.csr_matrix(x), 5.0, device=device)
+    assert got.device.type == device.type
+    np.testing.assert_allclose(got.cpu().numpy(), expected, atol=1e-6)
+    single = ease_weights(sp.csr_matrix(x), 5.0, float64=False, device=device).cpu().numpy()
     np.testing.assert_allclose(single, expected, atol=1e-4)
     assert np.all(np.diag(single) == 0.0)
 
