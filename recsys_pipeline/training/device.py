@@ -78,15 +78,48 @@ def available_memory(device: torch.device) -> int | None:
     """Bytes a new allocation can take on ``device``, or None where that is unknown.
 
     CUDA: the driver's free memory plus what torch's caching allocator holds unused. CPU:
-    ``MemAvailable`` of ``/proc/meminfo`` (Linux; None elsewhere).
+    ``MemAvailable`` of ``/proc/meminfo`` (Linux; None elsewhere), or less where the process's
+    memory cgroup (a container's limit) leaves less (:func:`cgroup_available_memory`).
     """
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    known = [v for v in (_meminfo_available(), cgroup_available_memory()) if v is not None]
+    return min(known) if known else None
+
+
+def _meminfo_available() -> int | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
+    return None
+
+
+_CGROUP_FILES = (  # (limit, usage, reclaimable page-cache key of memory.stat): v2, then v1
+    ("memory.max", "memory.current", "inactive_file"),
+    ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes", "total_inactive_file"),
+)
+
+
+def cgroup_available_memory(root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """Limit minus working set (usage less inactive page cache) of the memory cgroup at
+    ``root`` (v2 or v1); None without a cgroup limit or where the files cannot be read."""
+    for limit_name, usage_name, cache_key in _CGROUP_FILES:
+        try:
+            limit = (root / limit_name).read_text().strip()
+            if limit == "max" or int(limit) >= 2**60:  # unlimited
+                continue
+            usage = int((root / usage_name).read_text())
+            stat_path = root / Path(usage_name).parent / "memory.stat"
+            cache = 0
+            for line in stat_path.read_text().splitlines() if stat_path.is_file() else ():
+                key, _, value = line.partition(" ")
+                if key == cache_key:
+                    cache = int(value)
+            return max(0, int(limit) - (usage - cache))
+        except (OSError, ValueError):
+            continue
     return None

@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from recsys_pipeline.training.device import available_memory, pick_device
+from recsys_pipeline.training.device import (
+    available_memory,
+    cgroup_available_memory,
+    pick_device,
+)
 from recsys_pipeline.training.seed import (
     derive_seed,
     numpy_generator,
@@ -40,6 +44,26 @@ def test_available_memory_reads_meminfo() -> None:
                 if x.startswith("MemTotal:"))
     free = available_memory(torch.device("cpu"))
     assert isinstance(free, int) and 0 < free <= int(line.split()[1]) * 1024
+
+
+def test_cgroup_limit_minus_working_set(tmp_path: Path) -> None:
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "memory.max").write_text("8589934592\n")  # 8 GiB
+    (v2 / "memory.current").write_text(str(3 * 2**30))
+    (v2 / "memory.stat").write_text(f"anon 123\ninactive_file {2**30}\nactive_file 5\n")
+    assert cgroup_available_memory(v2) == 8 * 2**30 - (3 * 2**30 - 2**30)  # cache reclaimable
+    (v2 / "memory.max").write_text("max\n")
+    assert cgroup_available_memory(v2) is None  # unlimited
+    v1 = tmp_path / "v1" / "memory"
+    v1.mkdir(parents=True)
+    (v1 / "memory.limit_in_bytes").write_text(str(4 * 2**30))
+    (v1 / "memory.usage_in_bytes").write_text(str(5 * 2**30))  # over the limit: nothing left
+    (v1 / "memory.stat").write_text("total_inactive_file 0\n")
+    assert cgroup_available_memory(tmp_path / "v1") == 0
+    (v1 / "memory.limit_in_bytes").write_text("9223372036854771712")  # v1's "unlimited"
+    assert cgroup_available_memory(tmp_path / "v1") is None
+    assert cgroup_available_memory(tmp_path / "missing") is None
 
 
 def test_derived_streams_are_reproducible_and_distinct() -> None:
