@@ -15,7 +15,8 @@ features, the synthetic data has no movies table):
   ranking loop (second of two epochs over that many batches, so start-up is not counted) →
   samples/s and the epoch time it implies; ``--full-epoch`` trains one real epoch instead;
 * every model: one pass of its validation (the cost the ranking loop pays per validated
-  epoch).
+  epoch); EASE also scores ``--score-users`` users over the whole catalogue (serving's
+  work), with its sparse-row product and with the dense one.
 
 Peak memory is per step: process RSS (``VmHWM``, reset before each step) on CPU, torch's peak
 allocation on CUDA. Usage::
@@ -49,6 +50,7 @@ from recsys_pipeline.data.split import SplitConfig, split_ratings
 from recsys_pipeline.evaluation.nextitem import evaluate_next_item
 from recsys_pipeline.evaluation.strong import evaluate_fold_in
 from recsys_pipeline.evaluation.topk import evaluate_topk
+from recsys_pipeline.models import ease as ease_module
 from recsys_pipeline.models.autoencoder import AutoEncoderConfig, AutoEncoderModel
 from recsys_pipeline.models.cooccurrence import CooccurrenceModel
 from recsys_pipeline.models.ease import EASEConfig, EASEModel
@@ -190,6 +192,7 @@ def fold_in_models(rows: list[Row], strong: Any, args: argparse.Namespace,
     mats, n_columns = strong.matrices, strong.columns.size
     vf, vh = mats.fold_in_pair("valid")
     train_rows = mats.binary["train"]
+    n_users = train_rows.shape[0]
     train_csr = CSRTensors.from_scipy(train_rows).nonempty()
 
     def fold_in_eval(model: torch.nn.Module, name: str) -> None:
@@ -201,8 +204,14 @@ def fold_in_models(rows: list[Row], strong: Any, args: argparse.Namespace,
         train_rows, EASEConfig(l2=200.0, float64=float64), device=device), device,
         f"{n_columns:,}² solve")
     fold_in_eval(ease, "EASE")
-    del ease
-    n_users = train_rows.shape[0]
+    users = torch.arange(min(args.score_users, n_users))
+    measure(rows, f"EASE: score {users.numel():,} users", lambda: ease.score_all(users), device,
+            "sparse rows on CPU")
+    sparse_scoring, ease_module.SPARSE_SCORING = ease_module.SPARSE_SCORING, 0.0
+    measure(rows, f"EASE: score {users.numel():,} users", lambda: ease.score_all(users), device,
+            "dense product")
+    ease_module.SPARSE_SCORING = sparse_scoring
+    ease = None  # free the n_items² matrix before the next models
     for name, model, batch, lr in (
             ("Mult-VAE", MultVAEModel(n_users, n_columns, MultVAEConfig(
                 hidden=(), latent=200, total_anneal_steps=2000)), 64, 1e-3),
@@ -270,6 +279,8 @@ def main() -> None:
                         help="train one real epoch per model instead of --steps steps")
     parser.add_argument("--loss", choices=("ce", "sampled"), default="ce",
                         help="GRU4Rec / SASRec loss (the full softmax is the default)")
+    parser.add_argument("--score-users", type=int, default=2048,
+                        help="EASE: users scored over the whole catalogue (sparse vs dense)")
     parser.add_argument("--ease-float32", action="store_true",
                         help="solve EASE in float32 (the asset's float64: false)")
     parser.add_argument("--only", choices=("strong", "next", "topk"),

@@ -13,6 +13,9 @@ from recsys_pipeline.models.ranking_base import FoldInModel
 from recsys_pipeline.training.device import available_memory, pick_device
 from recsys_pipeline.training.ranking_data import CSRTensors
 
+SPARSE_SCORING = 0.05  # input rows sparser than this are scored as sparse rows on CPU
+GRAM_BLOCK = 1024  # item rows of XᵀX per sparse product (bounds its sparse temporaries)
+
 
 @dataclass(frozen=True)
 class EASEConfig:
@@ -71,10 +74,13 @@ class EASEModel(FoldInModel):
         return model.eval()
 
     def _score_dense(self, x: torch.Tensor) -> torch.Tensor:
+        # a user row holds a few dozen of thousands of items: on CPU, multiplying only its
+        # entries is several times faster than the dense product (GPUs do the dense one fast);
+        # traced graphs (ONNX export, torch.compile) keep the one dense product
+        if (x.device.type == "cpu" and not torch.compiler.is_compiling()
+                and int(x.count_nonzero()) < SPARSE_SCORING * x.numel()):
+            return torch.sparse.mm(x.to_sparse(), self.weights)  # [B, n_items]
         return x @ self.weights  # [B, n_items]
-
-
-GRAM_BLOCK = 1024  # item rows of XᵀX per sparse product (bounds its sparse temporaries)
 
 
 def ease_memory_bytes(n_items: int, float64: bool) -> int:

@@ -193,6 +193,22 @@ def test_ease_blockwise_gram_and_in_place_solve_match_the_closed_form(
     assert np.all(np.diag(single) == 0.0)
 
 
+def test_ease_scores_sparse_rows_on_cpu_as_the_dense_product(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(5)
+    x = sp.csr_matrix((rng.random((60, 300)) < 0.01).astype(np.float32))  # ~3 items a row
+    model = EASEModel.fit(x, EASEConfig(l2=2.0), device="cpu")
+    calls = []
+    real_mm = torch.sparse.mm
+    monkeypatch.setattr(torch.sparse, "mm", lambda a, b: calls.append(a.layout) or real_mm(a, b))
+    got = model.score_all_from(x).numpy()
+    assert calls == [torch.sparse_coo]  # the sparse branch ran
+    np.testing.assert_allclose(got, x.toarray() @ model.weights.numpy(), atol=1e-5)
+    monkeypatch.setattr(ease, "SPARSE_SCORING", 0.0)  # dense product for every input
+    np.testing.assert_allclose(model.score_all_from(x).numpy(), got, atol=1e-5)
+    assert len(calls) == 1
+
+
 def test_ease_refuses_a_solve_larger_than_the_memory_available(
         monkeypatch: pytest.MonkeyPatch) -> None:
     x = sp.csr_matrix(np.eye(30))
