@@ -53,7 +53,13 @@ from recsys_pipeline.tracking_ranking import (
     train_and_track_ranking,
 )
 from recsys_pipeline.tracking_rescore import NextItemValidation, TopKValidation
-from recsys_pipeline.training.ranking_experiment import run_fold_in, run_next_item, run_topk
+from recsys_pipeline.training.device import pick_device
+from recsys_pipeline.training.ranking_experiment import (
+    run_fold_in,
+    run_next_item,
+    run_topk,
+    softmax_cost_warning,
+)
 from recsys_pipeline.training.ranking_loop import RankingTrainConfig
 
 MODEL_IO = "ranking_model_io_manager"
@@ -171,6 +177,8 @@ def _track_next(context: dg.AssetExecutionContext, mlflow: MlflowResource,
                 fit: Any = None) -> Any:
     """``_track`` for a next-item model: ``run_next_item`` (or ``fit``), the split's params,
     and the validation sequences with their tokens' original item ids for the gate."""
+    if loop is not None and (warning := softmax_cost_warning(model, pick_device(loop.device))):
+        context.log.warning(warning)
     item_ids = item_map.sort_by(schema.ITEM_IDX).column(schema.ITEM_ID).to_numpy()
     validation = NextItemValidation(sessions.valid.tokens, sessions.valid.targets,
                                     item_ids[sessions.vocab], _split_method(split_report))

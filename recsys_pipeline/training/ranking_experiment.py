@@ -197,6 +197,20 @@ def run_fold_in(model: nn.Module, mats: SplitMatrices, columns: np.ndarray,
     return outcome
 
 
+SLOW_CPU_SOFTMAX = 20_000  # vocabulary above which a full softmax epoch is slow on a CPU
+
+
+def softmax_cost_warning(model: nn.Module, device: torch.device) -> str | None:
+    """A warning when ``model`` would train a full softmax over a large vocabulary on a CPU
+    (bench/README.md: over an hour per epoch for 55,724 items on a 2-core CPU), else None."""
+    loss, n_vocab = getattr(model.config, "loss", None), getattr(model, "n_vocab", 0)
+    if loss != "ce" or device.type != "cpu" or n_vocab <= SLOW_CPU_SOFTMAX:
+        return None
+    return (f"{type(model).__name__}: full softmax (loss: ce) over {n_vocab:,} items on a CPU "
+            "is slow (an ml-25m-sized release: over an hour per epoch on 2 cores, "
+            "bench/README.md); train on a GPU or set loss: sampled")
+
+
 def run_next_item(model: nn.Module, sessions: Sessions, config: RankingTrainConfig | None,
                   on_epoch: OnEpoch | None = None, ks: Sequence[int] = NEXT_KS
                   ) -> RankingOutcome:

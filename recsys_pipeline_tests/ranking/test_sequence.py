@@ -191,3 +191,20 @@ def test_sequence_windows_keep_every_pair_once() -> None:
 
     assert pairs(windows) == pairs(tokens)  # no next-item example lost or doubled
     assert sequence_windows(tokens[:, -3:], 5).tolist() == [[0, 0, 5, 6, 7], [0, 0, 0, 8, 9]]
+
+
+def test_full_softmax_over_a_large_vocabulary_on_cpu_is_flagged(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from recsys_pipeline.training import ranking_experiment as rx
+
+    monkeypatch.setattr(rx, "SLOW_CPU_SOFTMAX", 40)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    big = GRU4RecModel(41, GRU4RecConfig(embedding_dim=4, hidden=4, loss="ce"))
+    message = rx.softmax_cost_warning(big, cpu)
+    assert message is not None and "41 items" in message and "loss: sampled" in message
+    assert rx.softmax_cost_warning(big, cuda) is None  # a GPU does the full softmax fast
+    assert rx.softmax_cost_warning(GRU4RecModel(40, GRU4RecConfig(
+        embedding_dim=4, hidden=4, loss="ce")), cpu) is None  # small enough
+    sampled = SASRecModel(41, SASRecConfig(max_len=5, dim=8, loss="sampled", n_negatives=4))
+    assert rx.softmax_cost_warning(sampled, cpu) is None
+    assert rx.softmax_cost_warning(CooccurrenceModel(41), cpu) is None  # no softmax at all
