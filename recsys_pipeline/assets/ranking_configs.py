@@ -75,7 +75,7 @@ class EASEModelConfig(dg.Config):
     """EASE (Steck 2019), closed form."""
 
     l2: float = 200.0  # λ of ‖X − XB‖² + λ‖B‖²
-    float64: bool = True  # solve in float64; false halves the n_items² memory (big catalogues)
+    float64: bool = True  # solve in float64; false needs a third of the memory (big catalogues)
 
     def to_core(self) -> EASEConfig:
         return EASEConfig(l2=self.l2, float64=self.float64)

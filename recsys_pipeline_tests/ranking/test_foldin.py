@@ -186,9 +186,11 @@ def test_ease_blockwise_gram_and_in_place_solve_match_the_closed_form(
     x = (rng.random((40, 17)) < 0.3) * rng.integers(1, 4, (40, 17))  # weighted, some empty
     expected = closed_form_ease(x.astype(np.float64), 5.0)
     got = ease_weights(sp.csr_matrix(x), 5.0, device=device)
-    assert got.device.type == device.type
+    assert got.device.type == device.type and got.is_contiguous()
     np.testing.assert_allclose(got.cpu().numpy(), expected, atol=1e-6)
-    single = ease_weights(sp.csr_matrix(x), 5.0, float64=False, device=device).cpu().numpy()
+    single = ease_weights(sp.csr_matrix(x), 5.0, float64=False, device=device)
+    assert single.is_contiguous()
+    single = single.cpu().numpy()
     np.testing.assert_allclose(single, expected, atol=1e-4)
     assert np.all(np.diag(single) == 0.0)
 
@@ -213,8 +215,10 @@ def test_ease_refuses_a_solve_larger_than_the_memory_available(
         monkeypatch: pytest.MonkeyPatch) -> None:
     x = sp.csr_matrix(np.eye(30))
     need64 = ease.ease_memory_bytes(30, True)
-    assert need64 == 2 * 8 * 30 * 30  # the Gram matrix + its factorization's temporary
-    assert ease.ease_memory_bytes(30, False) == need64 // 2
+    block = 30 * 30 * 12  # one block of the sparse product: the whole of a small XᵀX
+    assert need64 == (8 + 4) * 30 * 30 + block  # the matrix solved in place + float32 result
+    assert ease.ease_memory_bytes(30, False) == 4 * 30 * 30 + block
+    assert ease.ease_memory_bytes(27_133, True) == 12 * 27_133**2 + ease.GRAM_BLOCK * 27_133 * 12
     monkeypatch.setattr(ease, "available_memory", lambda device: need64 - 1)
     with pytest.raises(MemoryError, match=r"30 × 30 item-item solve \(float64\).*"
                                           r"min_item_users.*float64: false"):
