@@ -47,9 +47,13 @@ class EASEModel(FoldInModel):
     config_cls: ClassVar[type] = EASEConfig
 
     def __init__(self, n_users: int, n_items: int, config: EASEConfig | None = None,
-                 history_nnz: int = 0) -> None:
+                 history_nnz: int = 0, weights: torch.Tensor | None = None) -> None:
         super().__init__(n_users, n_items, config or EASEConfig(), history_nnz)
-        self.register_buffer("weights", torch.zeros(n_items, n_items))  # B: [n_items, n_items]
+        if weights is None:  # zeros until fitted or loaded
+            weights = torch.zeros(n_items, n_items)
+        elif weights.shape != (n_items, n_items):
+            raise ValueError(f"weights must be [{n_items}, {n_items}], got {tuple(weights.shape)}")
+        self.register_buffer("weights", weights)  # B: [n_items, n_items]
 
     @classmethod
     def fit(cls, train: sp.spmatrix, config: EASEConfig | None = None,
@@ -67,9 +71,9 @@ class EASEModel(FoldInModel):
         config = config or EASEConfig()
         dev = pick_device(device) if isinstance(device, str) else device
         n_users, n_items = train.shape
-        weights = ease_weights(train, config.l2, config.float64, dev)
-        model = cls(n_users, n_items, config).to(dev)
-        model.weights = weights  # the solved buffer itself: no second n_items² copy
+        # the solved matrix becomes the buffer itself: no second n_items² allocation
+        model = cls(n_users, n_items, config,
+                    weights=ease_weights(train, config.l2, config.float64, dev)).to(dev)
         model.set_history(CSRTensors.from_scipy(train, dev))
         return model.eval()
 

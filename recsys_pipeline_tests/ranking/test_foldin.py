@@ -227,6 +227,8 @@ def test_ease_refuses_a_solve_larger_than_the_memory_available(
     assert model.weights.dtype == torch.float32 and model.weights.shape == (30, 30)
     monkeypatch.setattr(ease, "available_memory", lambda device: None)  # unknown: no check
     assert EASEModel.fit(x, EASEConfig(l2=1.0), device="cpu").weights.shape == (30, 30)
+    with pytest.raises(ValueError, match=r"weights must be \[4, 4\], got \(3, 3\)"):
+        EASEModel(3, 4, weights=torch.zeros(3, 3))
 
 
 def test_popularity_fails_the_planted_blocks(blocks: Blocks) -> None:
