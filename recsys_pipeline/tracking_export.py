@@ -67,6 +67,7 @@ PYFUNC_MODEL_PATH = f"{PYFUNC_DIR}/artifacts/{MODEL_DIR}"
 ROWS_INPUT = "rows"
 PROGRESS_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 ATOL = onnx_export.ATOL
+ONNX_MAX_BYTES = 2**31 - 1  # protobuf's limit on one serialized ONNX model, weights inline
 SKIP_REASON = ("sequence model: scores the next item of a sequence, has no user index, so no "
                "user_id/item_id scorer or pair graph is exported")
 LOADER = ("from mlflow.models import set_model\n\n"
@@ -163,10 +164,13 @@ def onnx_export_checked(model: nn.Module, atol: float = ATOL) -> tuple[bytes, fl
         inputs and outputs.
 
     Raises:
-        ValueError: A sequence model, or the difference exceeds ``atol``.
+        ValueError: A sequence model, weights too large for one ONNX file
+            (:func:`onnx_size_problem`), or the difference exceeds ``atol``.
     """
     if isinstance(model, SequenceModel):
         raise ValueError(f"{type(model).__name__}: {SKIP_REASON}")
+    if (too_large := onnx_size_problem(model)) is not None:
+        raise ValueError(f"{type(model).__name__}: {too_large}")
     if isinstance(model, FoldInModel):
         data = onnx_rows_bytes(model)
         diff = onnx_rows_max_abs_diff(model, data)
@@ -183,6 +187,20 @@ def onnx_export_checked(model: nn.Module, atol: float = ATOL) -> tuple[bytes, fl
     info = {"family": getattr(model, "family", ""), "opset": onnx_export.OPSET,
             "max_abs_diff_vs_torch": diff, "atol": atol, **io}
     return data, diff, info
+
+
+def onnx_size_problem(model: nn.Module) -> str | None:
+    """Why ``model`` cannot be one ONNX file, or None: its scoring weights (parameters and
+    buffers; a fold-in model's stored training rows are not exported) exceed protobuf's
+    2 GiB, e.g. EASE's ``n_items²`` matrix beyond about 23,000 items (onnxruntime then fails
+    with ``narrowing_error``)."""
+    size = sum(t.numel() * t.element_size() for name, t in (
+        *model.named_parameters(), *model.named_buffers())
+        if not name.rsplit(".", 1)[-1].startswith("history_"))
+    if size <= ONNX_MAX_BYTES:
+        return None
+    return (f"weights of {size / 2**30:.1f} GiB exceed the 2 GiB of one ONNX file; "
+            "the torch model and the original-id pyfunc are logged")
 
 
 def log_onnx(model: nn.Module, atol: float = ATOL) -> float:
@@ -279,12 +297,14 @@ def log_exports(model: nn.Module, user_ids: np.ndarray | None, item_ids: np.ndar
         mlflow.set_tags({"export.skipped": SKIP_REASON})
         return ExportReport(None, 0.0, 0.0, SKIP_REASON)
     missing = _missing_onnx_packages() if onnx else []
-    if missing:
-        mlflow.set_tags({"export.onnx_skipped": f"not installed: {', '.join(missing)}"})
+    skipped = f"not installed: {', '.join(missing)}" if missing else (
+        onnx_size_problem(model) if onnx else None)
+    if skipped:
+        mlflow.set_tags({"export.onnx_skipped": skipped})
         if log is not None:
-            log.info(f"export: no ONNX model logged, {', '.join(missing)} not installed")
+            log.info(f"export: no ONNX model logged ({skipped})")
     start = time.perf_counter()
-    diff = log_onnx(model) if onnx and not missing else None
+    diff = log_onnx(model) if onnx and not skipped else None
     mid = time.perf_counter()
     if user_ids is not None and item_ids is not None:
         log_original_ids_model(model, user_ids, item_ids)

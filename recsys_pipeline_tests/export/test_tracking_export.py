@@ -15,6 +15,7 @@ import pyarrow as pa
 import pytest
 import torch
 
+from recsys_pipeline import tracking_export
 from recsys_pipeline.models.cooccurrence import CooccurrenceConfig, CooccurrenceModel
 from recsys_pipeline.tracking_export import (
     ONNX_DIR,
@@ -116,6 +117,28 @@ def test_fold_in_pyfunc_maps_item_columns(tracker, ranking_models: dict,
         got = np.asarray(loaded.predict(_frame(users[[0, 3, 3]], items[[2, 0, 8]])))
     want = model.score_all_from(fold_in_history[[0, 3]]).numpy()
     np.testing.assert_allclose(got, [want[0, 2], want[1, 0], want[1, 8]], atol=1e-5)
+
+
+def test_weights_beyond_one_onnx_file_skip_the_onnx_export_only(
+        tracker, ranking_models: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """EASE's n_items² matrix passes protobuf's 2 GiB beyond ~23k items (onnxruntime then
+    fails with narrowing_error): the run logs the pyfunc and says why there is no ONNX."""
+    model = ranking_models["ease"]
+    weights = model.weights.numel() * 4
+    assert tracking_export.onnx_size_problem(model) is None
+    monkeypatch.setattr(tracking_export, "ONNX_MAX_BYTES", weights - 1)
+    problem = tracking_export.onnx_size_problem(model)
+    assert problem is not None and "exceed the 2 GiB of one ONNX file" in problem
+    with pytest.raises(ValueError, match="exceed the 2 GiB"):
+        onnx_export_checked(model)
+    run_id = _run_exports(tracker, model, 500 + np.arange(model.n_users),
+                          np.arange(model.n_items))
+    run = tracker.client().get_run(run_id)
+    assert run.data.tags["export.onnx_skipped"] == problem
+    assert {a.path for a in tracker.client().list_artifacts(run_id)} == {PYFUNC_DIR}
+    # the stored training rows are not part of the exported graph: they do not count
+    monkeypatch.setattr(tracking_export, "ONNX_MAX_BYTES", weights)
+    assert tracking_export.onnx_size_problem(model) is None
 
 
 def test_sequence_model_run_is_tagged_skipped(tracker) -> None:
