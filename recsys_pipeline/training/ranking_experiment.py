@@ -51,6 +51,7 @@ STRONG_KS = (10, 20, 50, 100)
 NEXT_KS = (1, 5, 10, 20)
 TOPK_KS = (10, 20)
 SELECTION_METRIC = "ndcg@10"  # every ranking model's champion metric, higher is better
+SLOW_CPU_SOFTMAX = 20_000  # vocabulary above which a full softmax epoch is slow on a CPU
 
 
 @dataclass(frozen=True)
@@ -195,9 +196,6 @@ def run_fold_in(model: nn.Module, mats: SplitMatrices, columns: np.ndarray,
             logger.warning("per-user split: no held-out test user has both train and test "
                            "positives; peruser_test_* metrics not computed")
     return outcome
-
-
-SLOW_CPU_SOFTMAX = 20_000  # vocabulary above which a full softmax epoch is slow on a CPU
 
 
 def softmax_cost_warning(model: nn.Module, device: torch.device) -> str | None:
