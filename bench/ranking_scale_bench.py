@@ -243,7 +243,7 @@ def next_item_models(rows: list[Row], sessions: Any, args: argparse.Namespace,
             ("GRU4Rec", GRU4RecModel(n_vocab, GRU4RecConfig(
                 embedding_dim=64, hidden=128, dropout=0.4, loss=args.loss)), 64, 1e-2),
             ("SASRec", SASRecModel(n_vocab, SASRecConfig(
-                max_len=50, dim=64, n_blocks=2, dropout=0.2, loss=args.loss)), 16, 3e-3)):
+                max_len=50, dim=128, n_blocks=2, dropout=0.4, loss=args.loss)), 16, 3e-3)):
         train_speed(rows, name, model, sequences, first(sequences), batch, lr, args, device)
         next_eval(model, name)
         del model
