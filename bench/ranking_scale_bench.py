@@ -187,6 +187,27 @@ def run(args: argparse.Namespace, device: torch.device) -> list[Row]:
     return rows
 
 
+# The full preset's settings (``RANKING_PRESETS["full"]`` in ``assets.ranking_configs``),
+# written out because that module needs dagster, which the GPU machine lacks;
+# recsys_pipeline_tests/test_bench_scripts.py checks that the two agree.
+FULL_EASE_L2 = 200.0
+
+
+def full_preset(loss: str = "ce") -> dict[str, tuple[Any, int, float]]:
+    """Core config, batch size and learning rate of each trained model (``loss``: the
+    sequence models' softmax, ``--loss``)."""
+    return {
+        "Mult-VAE": (MultVAEConfig(hidden=(), latent=200, total_anneal_steps=2000), 64, 1e-3),
+        "autoencoder": (AutoEncoderConfig(hidden=(512, 128), dropout=0.5, unobserved_weight=0.2,
+                                          constrained=True, refeed=True, clamp=False),
+                        128, 1e-3),
+        "GRU4Rec": (GRU4RecConfig(embedding_dim=64, hidden=128, dropout=0.4, loss=loss),
+                    64, 1e-2),
+        "SASRec": (SASRecConfig(max_len=50, dim=128, n_blocks=2, dropout=0.4, loss=loss),
+                   16, 3e-3),
+    }
+
+
 def fold_in_models(rows: list[Row], strong: Any, args: argparse.Namespace,
                    device: torch.device) -> None:
     mats, n_columns = strong.matrices, strong.columns.size
@@ -201,7 +222,7 @@ def fold_in_models(rows: list[Row], strong: Any, args: argparse.Namespace,
 
     float64 = not args.ease_float32
     ease = measure(rows, f"EASE: fit (float{64 if float64 else 32})", lambda: EASEModel.fit(
-        train_rows, EASEConfig(l2=200.0, float64=float64), device=device), device,
+        train_rows, EASEConfig(l2=FULL_EASE_L2, float64=float64), device=device), device,
         f"{n_columns:,}² solve")
     fold_in_eval(ease, "EASE")
     users = torch.arange(min(args.score_users, n_users))
@@ -213,12 +234,9 @@ def fold_in_models(rows: list[Row], strong: Any, args: argparse.Namespace,
                 device, "dense product")
         ease_module.SPARSE_SCORING = sparse_scoring
     ease = None  # free the n_items² matrix before the next models
-    for name, model, batch, lr in (
-            ("Mult-VAE", MultVAEModel(n_users, n_columns, MultVAEConfig(
-                hidden=(), latent=200, total_anneal_steps=2000)), 64, 1e-3),
-            ("autoencoder", AutoEncoderModel(n_users, n_columns, AutoEncoderConfig(
-                hidden=(512, 128), dropout=0.5, unobserved_weight=0.2, constrained=True,
-                refeed=True, clamp=False)), 128, 1e-3)):
+    for name, cls in (("Mult-VAE", MultVAEModel), ("autoencoder", AutoEncoderModel)):
+        config, batch, lr = full_preset(args.loss)[name]
+        model = cls(n_users, n_columns, config)
         train_speed(rows, name, model, train_csr, csr_rows(train_rows), batch, lr, args,
                     device)
         fold_in_eval(model, name)
@@ -239,11 +257,9 @@ def next_item_models(rows: list[Row], sessions: Any, args: argparse.Namespace,
         sessions.train.tokens, n_vocab), device)
     next_eval(co, "co-occurrence")
     del co
-    for name, model, batch, lr in (
-            ("GRU4Rec", GRU4RecModel(n_vocab, GRU4RecConfig(
-                embedding_dim=64, hidden=128, dropout=0.4, loss=args.loss)), 64, 1e-2),
-            ("SASRec", SASRecModel(n_vocab, SASRecConfig(
-                max_len=50, dim=128, n_blocks=2, dropout=0.4, loss=args.loss)), 16, 3e-3)):
+    for name, cls in (("GRU4Rec", GRU4RecModel), ("SASRec", SASRecModel)):
+        config, batch, lr = full_preset(args.loss)[name]
+        model = cls(n_vocab, config)
         train_speed(rows, name, model, sequences, first(sequences), batch, lr, args, device)
         next_eval(model, name)
         del model

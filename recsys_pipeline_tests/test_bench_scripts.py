@@ -8,6 +8,7 @@ bench/README.md, not in tests.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import subprocess
@@ -97,3 +98,30 @@ def test_serving_bench_runs_on_the_embedded_release() -> None:
     assert "ml-latest-small top-100: 610 users x 9724 items" in out
     assert "fold-in MF (closed form), 20 ratings" in out
     assert "result (500, 100)" in out
+
+
+def test_ranking_scale_bench_times_the_full_presets_models(monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """The scale bench writes the full preset's shapes out (no dagster on the GPU machine):
+    each must be what ``RANKING_PRESETS["full"]`` builds through the assets' own configs."""
+    from recsys_pipeline.assets.ranking_configs import (
+        RANKING_PRESETS,
+        AutoEncoderModelConfig,
+        EASEModelConfig,
+        GRU4RecModelConfig,
+        MultVAEModelConfig,
+        SASRecModelConfig,
+    )
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    scale_bench = importlib.import_module("ranking_scale_bench")
+    full = RANKING_PRESETS["full"]["ops"]
+    shapes = scale_bench.full_preset("ce")
+    for name, asset, cls in (("Mult-VAE", "multvae", MultVAEModelConfig),
+                             ("autoencoder", "autoencoder", AutoEncoderModelConfig),
+                             ("GRU4Rec", "gru4rec", GRU4RecModelConfig),
+                             ("SASRec", "sasrec", SASRecModelConfig)):
+        preset = cls(**full[f"models__{asset}_model"]["config"])
+        assert shapes[name] == (preset.to_core(), preset.batch_size, preset.lr), name
+    ease = EASEModelConfig(**full["models__ease_model"]["config"])
+    assert scale_bench.FULL_EASE_L2 == ease.l2

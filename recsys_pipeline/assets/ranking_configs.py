@@ -153,6 +153,8 @@ class TwoTowerModelConfig(_RankingLoopConfig):
 # sequence models' lr and batch size were chosen on the assets' own validation targets (the
 # session rows hold each user's last 50 items only, so an epoch is a few dozen steps); their
 # loss is the full softmax, which scored higher on validation in the bench (2026-11-24).
+# bench/ranking_scale_bench.py's ``full_preset`` repeats the trained models' shapes without
+# dagster; recsys_pipeline_tests/test_bench_scripts.py fails when the two disagree.
 _FOLD_IN_LONGER = {"epochs": 400, "patience": 20, "eval_every": 2}
 _NEXT_LONGER = {"epochs": 60, "patience": 8}
 RANKING_PRESETS: dict[str, dict] = {
