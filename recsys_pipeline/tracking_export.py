@@ -296,9 +296,11 @@ def log_exports(model: nn.Module, user_ids: np.ndarray | None, item_ids: np.ndar
     if isinstance(model, SequenceModel):
         mlflow.set_tags({"export.skipped": SKIP_REASON})
         return ExportReport(None, 0.0, 0.0, SKIP_REASON)
-    missing = _missing_onnx_packages() if onnx else []
-    skipped = f"not installed: {', '.join(missing)}" if missing else (
-        onnx_size_problem(model) if onnx else None)
+    skipped = None
+    if onnx:
+        missing = _missing_onnx_packages()
+        skipped = (f"not installed: {', '.join(missing)}" if missing
+                   else onnx_size_problem(model))
     if skipped:
         mlflow.set_tags({"export.onnx_skipped": skipped})
         if log is not None:
