@@ -205,6 +205,7 @@ def full_preset(loss: str = "ce") -> dict[str, tuple[Any, int, float]]:
                     64, 1e-2),
         "SASRec": (SASRecConfig(max_len=50, dim=128, n_blocks=2, dropout=0.4, loss=loss),
                    16, 3e-3),
+        "two-tower": (TwoTowerConfig(dim=128, temperature=0.2), 1024, 5e-3),
     }
 
 
@@ -272,8 +273,9 @@ def two_tower(rows: list[Row], per_user: Any, args: argparse.Namespace,
     # ordered by user: the steps' subset is a random sample, as in an epoch
     pairs = TensorBatches(*pairs.batch(torch.randperm(len(pairs),
                                                       generator=torch.Generator().manual_seed(0))))
-    tower = TwoTowerModel(*train.shape, TwoTowerConfig())
-    train_speed(rows, "two-tower", tower, pairs, first(pairs), 1024, 5e-3, args, device)
+    config, batch, lr = full_preset()["two-tower"]
+    tower = TwoTowerModel(*train.shape, config)
+    train_speed(rows, "two-tower", tower, pairs, first(pairs), batch, lr, args, device)
     exclude, valid_pairs = RatingData.from_csr(train), RatingData.from_csr(
         per_user.explicit["valid"])
 

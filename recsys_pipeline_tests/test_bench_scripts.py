@@ -20,6 +20,7 @@ import pytest
 from recsys_pipeline_tests.conftest import EMBEDDED, ROOT, write_tiny_release
 
 BENCH = ROOT / "bench"
+TWO_TOWER_GRID = 5
 
 
 def _run(script: str, *args: str) -> str:
@@ -40,23 +41,29 @@ def test_ranking_bench_trains_and_scores_every_model(tmp_path: Path) -> None:
     assert set(by_model) == {
         ("strong", m) for m in ("popularity", "EASE", "Mult-VAE", "Mult-DAE", "AutoEncoder")
     } | {("next", m) for m in ("popularity", "co-occurrence", "co-occurrence +pop", "GRU4Rec",
-                               "SASRec")}
-    grid_sizes = {"EASE": 5, "Mult-VAE": 2, "Mult-DAE": 4, "AutoEncoder": 3, "GRU4Rec": 5,
-                  "SASRec": 3}
+                               "SASRec")} | {
+        ("topk", m) for m in ("popularity", "EASE", "two-tower")}
+    grid_sizes = {("strong", "EASE"): 5, ("strong", "Mult-VAE"): 2, ("strong", "Mult-DAE"): 4,
+                  ("strong", "AutoEncoder"): 3, ("next", "GRU4Rec"): 5, ("next", "SASRec"): 3,
+                  ("topk", "EASE"): 4, ("topk", "two-tower"): TWO_TOWER_GRID}
     for (task, model), row in by_model.items():
         metric = "ndcg@100" if task == "strong" else "ndcg@10"
         assert 0.0 < row["test"][metric] <= 1.0, (model, row["test"])
         if task == "strong":  # 100 held out; one can lose every positive to the filters
             assert 90 <= row["test"]["n_users"] <= 100, model
-        else:
+        elif task == "next":
             assert row["test"]["n_rows"] == 300, model  # one last item per user
             assert set(row["test"]) >= {f"{m}@{k}" for m in ("hr", "ndcg", "map", "mrr")
                                         for k in (1, 5, 10, 20)}
-        if model in grid_sizes:
-            assert len(row["grid"]) == grid_sizes[model], model
+        else:  # users with a test rating >= 4
+            assert 0 < row["test"]["n_users"] <= 300, model
+            assert set(row["test"]) >= {f"{m}@{k}" for m in ("recall", "ndcg", "coverage")
+                                        for k in (10, 20, 100)}
+        if (task, model) in grid_sizes:
+            assert len(row["grid"]) == grid_sizes[task, model], model
             # the picked point is the grid's best on validation
             assert row["valid"] == max(g["valid"] for g in row["grid"]), model
-        if model in ("Mult-VAE", "Mult-DAE", "AutoEncoder", "GRU4Rec", "SASRec"):
+        if model in ("Mult-VAE", "Mult-DAE", "AutoEncoder", "GRU4Rec", "SASRec", "two-tower"):
             assert 1 <= row["best_epoch"] <= row["epochs"]
             assert row["samples_per_s"] > 0 and row["epoch_seconds"] > 0, model
 
@@ -111,6 +118,7 @@ def test_ranking_scale_bench_times_the_full_presets_models(monkeypatch: pytest.M
         GRU4RecModelConfig,
         MultVAEModelConfig,
         SASRecModelConfig,
+        TwoTowerModelConfig,
     )
 
     monkeypatch.syspath_prepend(str(BENCH))
@@ -120,7 +128,8 @@ def test_ranking_scale_bench_times_the_full_presets_models(monkeypatch: pytest.M
     for name, asset, cls in (("Mult-VAE", "multvae", MultVAEModelConfig),
                              ("autoencoder", "autoencoder", AutoEncoderModelConfig),
                              ("GRU4Rec", "gru4rec", GRU4RecModelConfig),
-                             ("SASRec", "sasrec", SASRecModelConfig)):
+                             ("SASRec", "sasrec", SASRecModelConfig),
+                             ("two-tower", "two_tower", TwoTowerModelConfig)):
         preset = cls(**full[f"models__{asset}_model"]["config"])
         assert shapes[name] == (preset.to_core(), preset.batch_size, preset.lr), name
     ease = EASEModelConfig(**full["models__ease_model"]["config"])

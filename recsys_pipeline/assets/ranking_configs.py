@@ -134,11 +134,11 @@ class CooccurrenceModelConfig(dg.Config):
 class TwoTowerModelConfig(_RankingLoopConfig):
     """Two-tower retrieval, in-batch softmax with log-Q correction, genre + year item tower."""
 
-    epochs: int = 3  # most passes over the positive pairs
+    epochs: int = 10  # most passes over the positive pairs
     batch_size: int = 1024  # pairs per step (the in-batch negatives)
     lr: float = 5e-3  # Adam learning rate
     dim: int = 64  # tower output width
-    temperature: float = 0.1  # logit temperature
+    temperature: float = 0.2  # logit temperature (0.2 over 0.1: bench/README.md, top-K)
     year_bucket_width: int = 10  # release-year buckets of this many years
 
     def to_core(self) -> TwoTowerConfig:
@@ -173,5 +173,8 @@ RANKING_PRESETS: dict[str, dict] = {
         "models__sasrec_model": {"config": {
             **_NEXT_LONGER, "batch_size": 16, "lr": 3e-3, "max_len": 50, "dim": 128,
             "n_blocks": 2, "dropout": 0.4, "loss": "ce"}},
+        "models__two_tower_model": {"config": {
+            "epochs": 40, "patience": 5, "batch_size": 1024, "lr": 5e-3, "dim": 128,
+            "temperature": 0.2}},
     }},
 }

@@ -185,6 +185,7 @@ def test_ranking_presets_are_valid_run_configs(tmp_path) -> None:
         GRU4RecModelConfig,
         MultVAEModelConfig,
         SASRecModelConfig,
+        TwoTowerModelConfig,
     )
     from recsys_pipeline.assets.train import TRAIN_PRESETS
     from recsys_pipeline.model_io import build_train_resources
@@ -204,10 +205,11 @@ def test_ranking_presets_are_valid_run_configs(tmp_path) -> None:
     full = RANKING_PRESETS["full"]["ops"]
     assert not set(full) & set(TRAIN_PRESETS["full"]["ops"])
     assert {f"models__{m}_model" for m in ("autoencoder", "multvae", "gru4rec",
-                                           "sasrec")} <= set(full)
+                                           "sasrec", "two_tower")} <= set(full)
     # each model section builds its core config (so the values pass the model's own checks)
     for name, cls in (("autoencoder", AutoEncoderModelConfig), ("multvae", MultVAEModelConfig),
-                      ("gru4rec", GRU4RecModelConfig), ("sasrec", SASRecModelConfig)):
+                      ("gru4rec", GRU4RecModelConfig), ("sasrec", SASRecModelConfig),
+                      ("two_tower", TwoTowerModelConfig)):
         config = cls(**full[f"models__{name}_model"]["config"])
         config.to_core()
         assert config.loop("cpu").epochs > cls().epochs  # trains longer than the demo
