@@ -145,6 +145,20 @@ def fit_and_pick(name: str, task: str, grid: Grid,
                float(np.mean([h["samples_per_s"] for h in hist])), tried)
 
 
+def ease_row(task: str, train: sp.csr_matrix, lambdas: tuple[float, ...],
+             validate: Callable[[Any], dict], monitor: str, test: Callable[[Any], dict],
+             device: torch.device) -> Row:
+    """Fit EASE for each λ, keep the best on ``validate``; test it once."""
+    grid = []
+    for lam in lambdas:
+        model, secs = timed(lambda lam=lam: EASEModel.fit(train, EASEConfig(l2=lam),
+                                                          device=device), device)
+        grid.append((validate(model)[monitor], lam, model, secs))
+    v, lam, model, secs = max(grid, key=lambda g: g[0])
+    return Row(task, "EASE", f"l2={lam:g}", v, test(model), secs,
+               grid=[{"params": f"l2={g[1]:g}", "valid": g[0]} for g in grid])
+
+
 # --- 1. strong generalization ------------------------------------------------------------
 def strong_data(ratings: pa.Table, seed: int) -> tuple[sp.csr_matrix, tuple, tuple]:
     filtered, _ = filter_ratings(ratings, FilterConfig(rating_threshold=4.0, min_item_ratings=5,
@@ -178,14 +192,8 @@ def run_strong(ratings: pa.Table, args: argparse.Namespace, device: torch.device
     pop_scorer = UserIndependentScorer(pop)
     rows.append(Row("strong", "popularity", "-", valid(pop_scorer)["ndcg@100"], test(pop_scorer),
                     secs))
-    ease_grid = []
-    for lam in (50.0, 100.0, 200.0, 500.0, 1000.0):
-        model, secs = timed(lambda lam=lam: EASEModel.fit(train, EASEConfig(l2=lam),
-                                                          device=device), device)
-        ease_grid.append((valid(model)["ndcg@100"], lam, model, secs))
-    v, lam, model, secs = max(ease_grid, key=lambda g: g[0])
-    rows.append(Row("strong", "EASE", f"l2={lam:g}", v, test(model), secs,
-                    grid=[{"params": f"l2={g[1]:g}", "valid": g[0]} for g in ease_grid]))
+    rows.append(ease_row("strong", train, (50.0, 100.0, 200.0, 500.0, 1000.0), valid,
+                         "ndcg@100", test, device))
     scale = args.epochs_scale
 
     def config(batch_size: int = 128, weight_decay: float = 0.0) -> RankingTrainConfig:
@@ -379,14 +387,8 @@ def run_topk(ratings: pa.Table, movies: pa.Table, args: argparse.Namespace,
         RatingData.from_arrays(users, items, np.ones(users.size)), n_users, n_items), device)
     rows.append(Row("topk", "popularity", "train positives", valid(pop)["ndcg@10"], test(pop),
                     secs))
-    ease_grid = []
-    for lam in (50.0, 200.0, 500.0, 1000.0):
-        model, secs = timed(lambda lam=lam: EASEModel.fit(positives, EASEConfig(l2=lam),
-                                                          device=device), device)
-        ease_grid.append((valid(model)["ndcg@10"], lam, model, secs))
-    v, lam, model, secs = max(ease_grid, key=lambda g: g[0])
-    rows.append(Row("topk", "EASE", f"l2={lam:g}", v, test(model), secs,
-                    grid=[{"params": f"l2={g[1]:g}", "valid": g[0]} for g in ease_grid]))
+    rows.append(ease_row("topk", positives, (50.0, 200.0, 500.0, 1000.0), valid, "ndcg@10",
+                         test, device))
     side = item_side_features(maps.items, movies)
     buckets, n_buckets = year_buckets(side.years, 10)
 
