@@ -1,5 +1,6 @@
 """Shared fixtures: a seeded rng, a tmp lake with its resources, the embedded release, a
-tiny synthetic release in the ml-latest CSV layout, planted rating data, a cpu/cuda device,
+tiny synthetic release in the ml-latest CSV layout, planted rating data, the ranking tests'
+planted blocks and cycle (``ranking.planted``), a cpu/cuda device,
 and single-threaded torch."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from recsys_pipeline_tests.models.planted import Planted, make_planted
+from recsys_pipeline_tests.ranking.planted import Blocks, Cycle, make_blocks, make_cycle
 
 ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED = ROOT / "data_lake" / "raw" / "ml-latest-small"
@@ -30,6 +32,16 @@ def _one_torch_thread() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def planted() -> Planted:
     return make_planted()
+
+
+@pytest.fixture(scope="session")
+def blocks() -> Blocks:
+    return make_blocks()
+
+
+@pytest.fixture(scope="session")
+def cycle() -> Cycle:
+    return make_cycle()
 
 
 @pytest.fixture(params=["cpu", "cuda"])

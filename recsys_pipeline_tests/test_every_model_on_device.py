@@ -36,26 +36,9 @@ from recsys_pipeline.training.loop import TrainConfig, fit
 from recsys_pipeline.training.ranking_data import CSRTensors, pairs_from_csr, training_sequences
 from recsys_pipeline.training.ranking_loop import RankingTrainConfig, fit_ranking
 from recsys_pipeline_tests.models.planted import Planted
-from recsys_pipeline_tests.ranking.planted import (
-    N_ITEMS,
-    N_USERS,
-    Blocks,
-    Cycle,
-    make_blocks,
-    make_cycle,
-)
+from recsys_pipeline_tests.ranking.planted import N_ITEMS, N_USERS, Blocks, Cycle
 
 EPOCHS = 6
-
-
-@pytest.fixture(scope="module")
-def blocks() -> Blocks:
-    return make_blocks()
-
-
-@pytest.fixture(scope="module")
-def cycle() -> Cycle:
-    return make_cycle()
 
 
 def on(model: nn.Module, device: torch.device) -> bool:
