@@ -199,8 +199,7 @@ def onnx_size_problem(model: nn.Module) -> str | None:
         if not name.rsplit(".", 1)[-1].startswith("history_"))
     if size <= ONNX_MAX_BYTES:
         return None
-    return (f"weights of {size / 2**30:.1f} GiB exceed the 2 GiB of one ONNX file; "
-            "the torch model and the original-id pyfunc are logged")
+    return f"weights of {size / 2**30:.1f} GiB exceed the 2 GiB of one ONNX file"
 
 
 def log_onnx(model: nn.Module, atol: float = ATOL) -> float:
