@@ -31,11 +31,11 @@ from recsys_pipeline.training.checkpoint import (
 )
 from recsys_pipeline.training.data import RatingData
 from recsys_pipeline.training.device import pick_device, synchronize
+from recsys_pipeline.training.optim import OPTIMIZERS, build_optimizer
 from recsys_pipeline.training.seed import global_rng_state, scoped_global_rng, torch_generator
 
 logger = logging.getLogger(__name__)
 
-OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
 METRICS: tuple[str, ...] = ("train_loss", "valid_loss", "valid_rmse", "valid_mae")
 
 
@@ -116,15 +116,6 @@ class FitResult:
     monitor: str = "valid_rmse"
     stopped_early: bool = False
     device: str = "cpu"
-
-
-def _build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=0.9,
-                               weight_decay=config.weight_decay)
-    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
 def _batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
@@ -250,7 +241,8 @@ def fit(
     if config.amp and device.type == "cuda":
         amp_dtype = torch.bfloat16 if config.amp_dtype == "bf16" else torch.float16
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    optimizer = _build_optimizer(model, config)
+    optimizer = build_optimizer(model.parameters(), config.optimizer, config.lr,
+                                config.weight_decay)
     path = Path(config.checkpoint_path) if config.checkpoint_path else None
     if path is not None and path.exists():
         state = _resume_state(path, model, optimizer, scaler, config, device)

@@ -32,11 +32,11 @@ from recsys_pipeline.training.checkpoint import (
     save_checkpoint,
 )
 from recsys_pipeline.training.device import pick_device, synchronize
+from recsys_pipeline.training.optim import OPTIMIZERS, build_optimizer
 from recsys_pipeline.training.seed import global_rng_state, scoped_global_rng, torch_generator
 
 logger = logging.getLogger(__name__)
 
-OPTIMIZERS: tuple[str, ...] = ("adam", "adamw", "sgd")
 Validate = Callable[[nn.Module], dict[str, float]]
 OnEpoch = Callable[[int, dict[str, float]], None]
 
@@ -135,17 +135,6 @@ class RankingFitResult:
     steps: int = 0
 
 
-def _optimizer(model: nn.Module, config: RankingTrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError(f"{type(model).__name__} has no trainable parameters")
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=0.9,
-                               weight_decay=config.weight_decay)
-    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
-
-
 def _better(value: float, best: float, config: RankingTrainConfig) -> bool:
     if math.isnan(best):
         return not math.isnan(value)
@@ -233,7 +222,9 @@ def fit_ranking(
     if config.amp and device.type == "cuda":
         amp_dtype = torch.bfloat16 if config.amp_dtype == "bf16" else torch.float16
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    run = _Run(model, data, _optimizer(model, config), scaler, amp_dtype, config, device)
+    optimizer = build_optimizer(model.parameters(), config.optimizer, config.lr,
+                                config.weight_decay)
+    run = _Run(model, data, optimizer, scaler, amp_dtype, config, device)
     path = Path(config.checkpoint_path) if config.checkpoint_path else None
     if path is not None and path.exists():
         state = _resume(path, run)

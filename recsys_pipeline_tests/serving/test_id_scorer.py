@@ -23,9 +23,10 @@ def test_predict_is_the_model_on_mapped_ids(world: World, family: str) -> None:
     with torch.no_grad():
         want = model.score(torch.from_numpy(users), torch.from_numpy(items)).numpy()
     assert got.dtype == np.float32
-    np.testing.assert_array_equal(got, want)
+    # batches of 4 against one batch of 5: a matmul may round the last bit differently
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
     as_floats = scorer.predict(USER_IDS[users].astype(float), ITEM_IDS[items].astype(float))
-    np.testing.assert_array_equal(as_floats, want)
+    np.testing.assert_array_equal(as_floats, got)
 
 
 @pytest.mark.parametrize(("users", "items", "message"), [
