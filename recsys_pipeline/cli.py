@@ -194,8 +194,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def _add_serving_parsers(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser("recommend", help="a user's top-k unrated movies",
-                       description="A user's k best-scored movies they have not rated "
-                                   "(in the training split).")
+                       description="A user's k best-scored movies they have not rated: every "
+                                   "rating in the lake's clean/ratings counts, the held-out "
+                                   "valid and test ones too.")
     r.add_argument("--user", type=int, required=True, help="MovieLens userId")
     r.add_argument("-k", type=int, default=10, help="list length (default 10)")
     r.add_argument("--by-embedding", action="store_true",

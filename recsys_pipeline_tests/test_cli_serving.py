@@ -50,6 +50,16 @@ def test_help(command, capsys):
     assert "--model" in out and "--run-id" in out
 
 
+def _rated(lake: Path, user_id: int, splits: tuple[str, ...]) -> set[int]:
+    """Original item ids ``user_id`` rated in the given prepared splits."""
+    out: set[int] = set()
+    for split in splits:
+        table = lm.load_split(lake, split)
+        out |= set(table.filter(pc.equal(table.column(S.USER_ID), user_id))
+                   .column(S.ITEM_ID).to_pylist())
+    return out
+
+
 def test_recommend_matches_core_and_skips_seen(lake, capsys):
     code, out, err = _run(lake, capsys, "recommend", "--user", "3", "-k", "5", "--model", "mf")
     assert code == 0, err
@@ -59,9 +69,26 @@ def test_recommend_matches_core_and_skips_seen(lake, capsys):
     seen = lm.load_seen(lake, served.maps)
     expected = recommend(served.model, served.maps, lm.load_movies(lake), 3, 5, seen)
     assert items == expected.column(S.ITEM_ID).to_pylist() and len(items) == 5
-    train = lm.load_split(lake, "train")
-    rated = train.filter(pc.equal(train.column(S.USER_ID), 3)).column(S.ITEM_ID).to_pylist()
-    assert not set(items) & set(rated)
+    assert not set(items) & _rated(lake, 3, ("train", "valid", "test"))
+
+
+@pytest.mark.parametrize("model", ["mf", "ease", "sasrec", "two_tower"])
+def test_recommend_never_returns_a_held_out_rating(lake, capsys, model):
+    """The list holds exactly the movies the user has not rated: held-out (valid / test)
+    ratings are ratings too, so asking for every candidate leaves them all out."""
+    served = lm.resolve_model(lake, model)
+    known = set(served.maps.items.column(S.ITEM_ID).to_pylist())
+    held_out = _rated(lake, 3, ("valid", "test"))
+    assert held_out  # the check below would be empty otherwise
+    rated = _rated(lake, 3, ("train", "valid", "test"))
+    k = str(served.model.n_items)  # the whole unrated catalogue
+    code, out, err = _run(lake, capsys, "recommend", "--user", "3", "-k", k, "--model", model)
+    assert code == 0, err
+    items = _column(out, 1)
+    assert items and not set(items) & rated
+    assert set(items) <= known - rated
+    if model == "mf":  # its item space is the whole map
+        assert set(items) == known - rated
 
 
 def test_recommend_by_embedding_shows_the_full_models_verdict(lake, capsys):
@@ -120,10 +147,11 @@ def test_default_serves_the_champions_weights_not_a_kept_out_challenger(lake):
 def test_seen_items_follow_the_served_maps_through_original_ids(lake):
     maps = lm.load_maps(lake)
     seen = lm.load_seen(lake, maps)
-    train = lm.load_split(lake, "train")
     user_idx = int(maps.to_user_idx(np.array([3]))[0])
-    expected = set(maps.to_item_idx(train.filter(pc.equal(train[S.USER_ID], 3))
-                                    .column(S.ITEM_ID).to_numpy()).tolist())
+    train = _rated(lake, 3, ("train",))
+    every = _rated(lake, 3, ("train", "valid", "test"))
+    assert every > train  # the held-out ratings count as seen as well
+    expected = set(maps.to_item_idx(np.array(sorted(every))).tolist())
     got = seen.indices[seen.indptr[user_idx]:seen.indptr[user_idx + 1]]
     assert set(got.tolist()) == expected and len(got) == len(expected)
 

@@ -9,7 +9,6 @@ import dagster as dg
 import pyarrow as pa
 
 from recsys_pipeline.assets.prepare import PREFIX as PREPARED
-from recsys_pipeline.assets.prepare import split_key
 from recsys_pipeline.assets.train import model_assets
 from recsys_pipeline.assets.train_ranking import ranking_model_assets
 from recsys_pipeline.metadata import table_metadata
@@ -32,13 +31,14 @@ class UserRecommendationsConfig(dg.Config):
 
 
 @dg.asset(key_prefix=GROUP, group_name=GROUP, kinds={"pytorch", "parquet"},
-          deps=[*model_assets, *ranking_model_assets, split_key("train"),
+          deps=[*model_assets, *ranking_model_assets, dg.AssetKey(["clean", "ratings"]),
                 *(dg.AssetKey([PREPARED, name]) for name in (
                     "user_map", "item_map", "strong_generalization_items",
                     "strong_generalization_matrix", "session_sequences"))])
 def user_recommendations(context: dg.AssetExecutionContext, config: UserRecommendationsConfig,
                          lake: LakeResource, device: DeviceResource) -> pa.Table:
-    """Every user's top-K unrated movies (user_id, rank, item_id, score) from a trained model."""
+    """Every user's top-K movies among those they have not rated (any rating in
+    ``clean/ratings``, held-out ones too): user_id, rank, item_id, score."""
     served, table = lake_top_k(lake.path(), config.model, config.k, device.torch_device())
     context.add_output_metadata({**table_metadata(table), "model": served.name,
                                  "family": served.model.family, "k": config.k,

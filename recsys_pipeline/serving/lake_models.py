@@ -15,9 +15,10 @@ A model is picked in one of three ways (:func:`resolve_model`):
   out is never served even though its weights sit in the lake folder; else ``mf_model``.
   Popularity has no RMSE and is never the default.
 
-Seen items (never recommended back) come from the lake's training split translated through
-original ids into the served model's index space, so a champion trained on older data
-serves correctly on the current lake.
+Seen items (never recommended back) are every rating of ``clean/ratings.parquet``, the
+user's whole record in the lake (the training split and the held-out valid and test ratings,
+plus ratings the filters dropped), translated through original ids into the served model's
+index space, so a champion trained on older data serves correctly on the current lake.
 
 mlflow is imported only inside the functions that need it (run ids, champion lookup).
 """
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from recsys_pipeline import schema as S
@@ -51,6 +53,7 @@ MODELS_DIR = "models"
 PREPARED_DIR = "prepared"
 SPLITS_DIR = ("prepared", "splits")
 MOVIES_FILE = ("clean", "movies.parquet")
+RATINGS_FILE = ("clean", "ratings.parquet")
 DEFAULT_MODEL = "mf_model"
 MODEL_SUFFIX = "_model"
 CHAMPION = "champion"  # the alias champion.gate moves
@@ -143,12 +146,16 @@ def load_split(lake: str | os.PathLike[str], split: str) -> pa.Table:
 
 
 def load_seen(lake: str | os.PathLike[str], maps: IdMaps) -> ItemSets:
-    """Each user's items in the lake's training split, in the index space of ``maps``
-    (through original ids; rows of users or items ``maps`` lacks are left out): never
+    """Every item each user has rated in the lake (``clean/ratings.parquet``: the training
+    split, the held-out valid and test ratings and the filtered-out ones), in the index space
+    of ``maps`` (through original ids; users or items ``maps`` lacks are left out): never
     recommended back to them."""
-    train = load_split(lake, "train")
-    mask, users, items = known_pairs(train.column(S.USER_ID).to_numpy(),
-                                     train.column(S.ITEM_ID).to_numpy(), maps)
+    path = Path(lake).joinpath(*RATINGS_FILE)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such lake file; materialize clean/ratings")
+    ratings = pq.read_table(path, columns=[S.USER_ID, S.ITEM_ID])
+    mask, users, items = known_pairs(ratings.column(S.USER_ID).to_numpy(),
+                                     ratings.column(S.ITEM_ID).to_numpy(), maps)
     return seen_items(pa.table({S.USER_IDX: users, S.ITEM_IDX: items}), maps.n_users)
 
 
@@ -316,7 +323,7 @@ def lake_top_k(lake: str | os.PathLike[str], name: str, k: int,
 
     Returns:
         The model and its ``USER_TOP_K_SCHEMA`` table (user_id, rank, item_id, score), never
-        an item of the user's training ratings.
+        an item the user has rated (:func:`load_seen`).
     """
     served = resolve_model(lake, name)
     top = batch_top_k(served.model, load_seen(lake, served.maps), k, device=device)

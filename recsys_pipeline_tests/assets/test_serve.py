@@ -75,4 +75,4 @@ def test_user_recommendations_definition():
     assert spec.group_name == "serve" and spec.description
     deps = {d.asset_key for d in spec.deps}
     assert dg.AssetKey(["models", "mf_model"]) in deps
-    assert dg.AssetKey(["prepared", "splits", "train"]) in deps
+    assert dg.AssetKey(["clean", "ratings"]) in deps  # every rating is excluded

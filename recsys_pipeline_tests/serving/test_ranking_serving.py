@@ -22,7 +22,7 @@ from recsys_pipeline.resources import build_resources
 from recsys_pipeline.serving import lake_models as lm
 from recsys_pipeline.serving.fold_in import FoldInConfig, fold_in
 from recsys_pipeline.serving.ranking_serving import FoldInServing, SequenceServing
-from recsys_pipeline.serving.recommend import recommend
+from recsys_pipeline.serving.recommend import recommend, seen_items
 from recsys_pipeline.serving.similar import similar_items
 from recsys_pipeline_tests.pipeline_lake import build_pipeline_lake
 
@@ -52,11 +52,14 @@ def _user_rows(table: pa.Table, user_id: int) -> pa.Table:
 def _raw_scores(lake: Path, name: str, train: pa.Table, user_id: int
                 ) -> tuple[np.ndarray, np.ndarray, set[int]]:
     """``(item ids, scores, excluded ids)`` of one user, straight from the saved model:
-    per-item loops over a handful of ratings, independent of the serving code."""
+    per-item loops over a handful of ratings, independent of the serving code. Excluded:
+    every movie the user rated in the lake, held-out ratings too."""
     raw = load_ranking_model(lake / "models" / name)
     maps = lm.load_maps(lake)
     mine = _user_rows(train, user_id)
-    rated = set(mine.column(S.ITEM_ID).to_pylist())
+    rated = set(_user_rows(read_parquet(lake / "clean" / "ratings.parquet"), user_id)
+                .column(S.ITEM_ID).to_pylist())
+    assert rated > set(mine.column(S.ITEM_ID).to_pylist())
     u = int(maps.to_user_idx(np.array([user_id]))[0])
     with torch.no_grad():
         if name == "two_tower_model":
@@ -150,14 +153,19 @@ def test_held_out_users_are_served_from_their_train_positives(lake, train):
 @pytest.mark.parametrize("name", FOLD_IN)
 def test_new_user_copying_a_user_gets_that_users_list(lake, train, name):
     served = lm.resolve_model(lake, name)
-    movies, seen = lm.load_movies(lake), lm.load_seen(lake, served.maps)
+    movies = lm.load_movies(lake)
     held_out = np.flatnonzero(served.model.model.history().row_nnz().numpy() == 0)
     # a held-out user is served from the train split: copying it gives the very same list
     user_id = int(served.maps.to_user_ids(held_out[:1])[0])
     mine = _user_rows(train, user_id).select([S.ITEM_ID, S.RATING])
     folded = fold_in(served.model, mine, served.maps, FoldInConfig(unknown="skip"))
     assert folded.method == "encoder"
-    want = recommend(served.model, served.maps, movies, user_id, K, seen)
+    # the folded-in copy knows the train ratings only; so does this list's exclusion
+    known = np.isin(mine[S.ITEM_ID].to_numpy(), served.maps.items[S.ITEM_ID].to_numpy())
+    items = served.maps.to_item_idx(mine[S.ITEM_ID].to_numpy()[known])
+    train_seen = seen_items(pa.table({S.USER_IDX: np.full(items.size, held_out[0]),
+                                      S.ITEM_IDX: items}), served.maps.n_users)
+    want = recommend(served.model, served.maps, movies, user_id, K, train_seen)
     assert folded.recommend(served.maps, movies, K).equals(want)
     # a trained user: all their ratings rebuild the stored row, so the same scores
     u = int(np.flatnonzero(served.model.model.history().row_nnz().numpy() > 0)[0])
