@@ -1,8 +1,10 @@
 """``recsys-pipeline export`` and ``recsys-pipeline project``: a trained model as ONNX, and its
 item embeddings in 2-D, from the lake (the MLflow champion, ``--model NAME`` or ``--run-id``).
 
-* ``export`` writes ``model.onnx`` (``PairScorer``: input ``pairs`` int64 ``[batch, 2]`` of
-  ``user_idx, item_idx`` → ``scores`` float32 ``[batch]``, opset 18), the id maps
+* ``export`` writes ``model.onnx`` (rating models and two-tower: ``PairScorer``, input
+  ``pairs`` int64 ``[batch, 2]`` of ``user_idx, item_idx`` → ``scores`` float32 ``[batch]``;
+  fold-in models: input ``rows`` float32 ``[batch, n_items]`` → ``scores`` of every item
+  column; opset 18; sequence models are refused with the reason), the id maps
   (``user_map.parquet``, ``item_map.parquet``: original MovieLens id of each index) and
   ``export.json`` + ``README.txt`` saying so; the folder is written aside and renamed into
   place. It prints onnxruntime's max abs difference from torch on a batch of pairs.
@@ -19,43 +21,62 @@ from pathlib import Path
 
 README = """{name}: {family} model exported to ONNX (opset {opset}) by recsys-pipeline export.
 
-model.onnx   input  "pairs"  int64   [batch, 2]  columns user_idx, item_idx
-             output "scores" float32 [batch]     {what}
+model.onnx   input  {input_line}
+             output {output_line}   {what}
 user_map.parquet / item_map.parquet: user_idx -> user_id, item_idx -> item_id (MovieLens ids)
-
+{columns_note}
 import onnxruntime as ort
 session = ort.InferenceSession("model.onnx")
-scores = session.run(["scores"], {{"pairs": pairs}})[0]
+scores = session.run(["scores"], {{"{input_name}": {input_name}}})[0]
 
-onnxruntime vs torch on {n_pairs} pairs: max abs difference {diff:.3g}
+onnxruntime vs torch: max abs difference {diff:.3g}
 """
+
+
+def _io_line(name: str, spec: list) -> str:
+    dtype, shape = spec
+    return f'"{name}" {dtype} [{", ".join(str(d) for d in shape)}]'
 
 
 def export_model(served: object, out: str | Path) -> tuple[Path, float]:
     """Write the export folder ``out`` for a ``ServingModel`` (see the module doc).
+
+    A ranking model served through ``serving.ranking_serving`` is exported as its own model:
+    a fold-in model (autoencoder, Mult-VAE, EASE) as its row scorer (input ``rows`` float32
+    ``[batch, n_items]`` over ``item_map``'s items → scores of those items), two-tower as a
+    pair scorer; a sequence model cannot be exported (``ValueError``).
 
     Returns:
         ``(folder, max abs difference onnxruntime vs torch)``.
     """
     from recsys_pipeline.data.encode import save_id_maps
     from recsys_pipeline.model_io import replace_dir
-    from recsys_pipeline.serving.onnx_export import random_pairs
+    from recsys_pipeline.serving.ranking_serving import RankingServing
     from recsys_pipeline.tracking_export import onnx_export_checked
 
     model, out = served.model, Path(out)  # type: ignore[attr-defined]
+    if isinstance(model, RankingServing):
+        model = model.model  # the trained model, without the serving masks (-inf scores)
     data, diff, info = onnx_export_checked(model)
     info.update({"model": served.name, "source": served.source,  # type: ignore[attr-defined]
-                 "predicts_ratings": bool(model.predicts_ratings),
+                 "predicts_ratings": bool(getattr(model, "predicts_ratings", False)),
                  "id_maps": ["user_map.parquet", "item_map.parquet"]})
-    what = "predicted ratings" if model.predicts_ratings else "ranking scores (higher = better)"
+    what = ("predicted ratings" if info["predicts_ratings"]
+            else "ranking scores (higher = better)")
+    (input_name, input_spec), = info["inputs"].items()
+    (output_name, output_spec), = info["outputs"].items()
+    columns_note = ("\nrows: one user's interactions per row (1 = rated >= the model's "
+                    "threshold),\n      column j = item_idx j of item_map.parquet; works for "
+                    "users the model never saw.\n" if input_name != "pairs" else "")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     (tmp / "model.onnx").write_bytes(data)
     save_id_maps(served.maps, tmp)  # type: ignore[attr-defined]
     (tmp / "export.json").write_text(json.dumps(info, indent=2) + "\n")
     (tmp / "README.txt").write_text(README.format(
-        name=info["model"], family=model.family, opset=info["opset"], what=what,
-        n_pairs=len(random_pairs(model)), diff=diff))
+        name=info["model"], family=info["family"], opset=info["opset"], what=what,
+        input_line=_io_line(input_name, input_spec), input_name=input_name,
+        output_line=_io_line(output_name, output_spec), columns_note=columns_note, diff=diff))
     tmp.chmod(0o755)
     replace_dir(tmp, out)
     return out, diff

@@ -4,6 +4,7 @@ here from the raw model's own score function and the lake's tables."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -283,3 +284,33 @@ def test_cli_recommend_and_similar_with_ranking_models(lake, train, name, capsys
         assert "similar to item 7" in out
     else:
         assert code == 2 and "embeddings" in err
+
+
+def test_cli_export_of_ranking_models(lake, tmp_path, capsys):
+    """Fold-in models export their row scorer (onnxruntime gives the model's own scores of a
+    user's row); a sequence model is refused in one line that says why."""
+    import onnxruntime as ort
+
+    from recsys_pipeline.cli import main
+
+    out = tmp_path / "ease_export"
+    assert main(["--lake", str(lake), "export", "--model", "ease", "--out", str(out)]) == 0
+    info = json.loads((out / "export.json").read_text())
+    served = lm.resolve_model(lake, "ease")
+    n_items = served.model.model.n_items
+    assert info["inputs"] == {"rows": ["float32", ["batch", n_items]]}
+    assert '"rows" float32 [batch, ' in (out / "README.txt").read_text()
+    assert read_parquet(out / "item_map.parquet").num_rows == n_items  # the row's columns
+    rows = served.model.model.history().dense_rows(torch.arange(4)).float()
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(["scores"], {"rows": rows.numpy()})[0]
+    with torch.no_grad():
+        want = served.model.model.score_all_from(rows).numpy()
+    assert np.isfinite(got).all()  # the serving wrapper's -inf masks are not exported
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    capsys.readouterr()
+    assert main(["--lake", str(lake), "export", "--model", "sasrec",
+                 "--out", str(tmp_path / "sasrec_export")]) == 2
+    err = capsys.readouterr().err
+    assert "sequence model" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "sasrec_export").exists()
