@@ -74,6 +74,7 @@ def evaluate_fold_in(
     heldout: sp.spmatrix,
     ks: Sequence[int] = (20, 50, 100),
     batch_size: int = 1024,
+    exclude: sp.spmatrix | None = None,
 ) -> dict[str, float]:
     """Recall@K (capped) and NDCG@K of held-out users folded in from their fold-in rows.
 
@@ -83,6 +84,9 @@ def evaluate_fold_in(
         heldout: Evaluation interactions (what it should rank high).  # [n_users, n_items]
         ks: Cut-offs.
         batch_size: Users per scoring call.
+        exclude: Further items each user is known to have (e.g. rated below the positive
+            threshold, or in an earlier split): never recommended, not given to the model.
+            # [n_users, n_items] CSR
 
     Returns:
         ``recall@k`` and ``ndcg@k`` per k (means over evaluated users) and ``n_users``.
@@ -93,6 +97,8 @@ def evaluate_fold_in(
     fold_in, heldout = sp.csr_matrix(fold_in), sp.csr_matrix(heldout)
     if fold_in.shape != heldout.shape:
         raise ValueError(f"fold_in {fold_in.shape} and heldout {heldout.shape} differ")
+    if exclude is not None and exclude.shape != fold_in.shape:
+        raise ValueError(f"exclude {exclude.shape} and fold_in {fold_in.shape} differ")
     n_items = fold_in.shape[1]
     if not ks or any(not 1 <= k <= n_items for k in ks):
         raise ValueError(f"ks={tuple(ks)} must be non-empty with each k in [1, {n_items}]")
@@ -102,12 +108,16 @@ def evaluate_fold_in(
     device = _device(model)
     x_all = CSRTensors.from_scipy(fold_in[users], device)
     y_all = CSRTensors.from_scipy(heldout[users], device)
+    e_all = None if exclude is None else CSRTensors.from_scipy(
+        sp.csr_matrix(exclude)[users], device)
     n_rel_all = y_all.row_nnz()
     sums = {f"{m}@{k}": 0.0 for k in ks for m in ("recall", "ndcg")}
     for rows in torch.arange(users.size, device=device).split(batch_size):
         x = x_all.dense_rows(rows)
         scores = model.score_all_from(x).float().clone()  # [B, n_items]
         scores[x > 0] = float("-inf")  # fold-in items are known, never recommended
+        if e_all is not None:
+            scores[e_all.dense_rows(rows) != 0] = float("-inf")
         top = torch.topk(scores, max(ks), dim=1).indices
         hits = (y_all.dense_rows(rows) > 0).gather(1, top)  # [B, K]
         n_rel = n_rel_all[rows]

@@ -157,17 +157,21 @@ def _fit(model: nn.Module, data: Any, validate: Callable[[nn.Module], dict] | No
 
 
 def per_user_pair(columns: np.ndarray, user_split: SplitMatrices, users: np.ndarray,
-                  threshold: float) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-    """(fold-in, held-out) positives of ``users`` from the per-user split, in ``columns``."""
-    keep = np.zeros(user_split.explicit["train"].shape[0], bool)
-    keep[users] = True
+                  threshold: float) -> tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix]:
+    """(fold-in, held-out, known) items of ``users`` from the per-user split, in ``columns``:
+    the train positives, the test positives, and every train or valid rating (the items the
+    user is known to have at test time, never recommended)."""
+    keep = sp.diags(np.isin(np.arange(user_split.explicit["train"].shape[0]),
+                            users).astype(np.float32))
+
+    def rows(name: str) -> sp.csr_matrix:
+        return user_split.explicit[name][:, columns].tocsr()
 
     def positives(name: str) -> sp.csr_matrix:
-        m = user_split.explicit[name][:, columns].tocsr()
-        m = sp.diags(keep.astype(np.float32)) @ (m >= threshold).astype(np.float32)
-        return sp.csr_matrix(m)
+        return sp.csr_matrix(keep @ (rows(name) >= threshold).astype(np.float32))
 
-    return positives("train"), positives("test")
+    known = sp.csr_matrix(keep @ ((rows("train") != 0) + (rows("valid") != 0)).astype(np.float32))
+    return positives("train"), positives("test"), known
 
 
 def run_fold_in(model: nn.Module, mats: SplitMatrices, columns: np.ndarray,
@@ -188,9 +192,9 @@ def run_fold_in(model: nn.Module, mats: SplitMatrices, columns: np.ndarray,
                              evaluate_fold_in(model, tf, th, ks), history, best, secs)
     if user_split is not None:
         users = np.flatnonzero(np.diff(th.indptr) > 0)
-        pf, ph = per_user_pair(columns, user_split, users, threshold)
+        pf, ph, known = per_user_pair(columns, user_split, users, threshold)
         if ((pf.getnnz(1) > 0) & (ph.getnnz(1) > 0)).any():
-            scores = evaluate_fold_in(model, pf, ph, ks)
+            scores = evaluate_fold_in(model, pf, ph, ks, exclude=known)
             outcome.extra = {f"peruser_test_{k}": v for k, v in scores.items()}
         else:  # no metric rather than a made-up one: the leaderboard shows it missing
             logger.warning("per-user split: no held-out test user has both train and test "
@@ -227,20 +231,21 @@ def run_next_item(model: nn.Module, sessions: Sessions, config: RankingTrainConf
 def run_topk(model: nn.Module, user_split: SplitMatrices, config: RankingTrainConfig,
              on_epoch: OnEpoch | None = None, threshold: float = 4.0,
              ks: Sequence[int] = TOPK_KS) -> RankingOutcome:
-    """Train a pair model (two-tower) on the train positives; full-catalogue top-K with the
-    train items excluded, relevant = valid/test ratings >= ``threshold``."""
-    train = user_split.explicit["train"]
-    exclude = RatingData.from_csr(train)
+    """Train a pair model (two-tower) on the train positives; full-catalogue top-K,
+    relevant = valid/test ratings >= ``threshold``. The train items are excluded, and for
+    test the valid items too (known by then, as in ``training.experiment``)."""
+    train, valid_m = user_split.explicit["train"], user_split.explicit["valid"]
     ks = tuple(k for k in ks if k <= train.shape[1])
-    valid, test = RatingData.from_csr(user_split.explicit["valid"]), RatingData.from_csr(
-        user_split.explicit["test"])
+    valid, test = RatingData.from_csr(valid_m), RatingData.from_csr(user_split.explicit["test"])
+    known = {"valid": RatingData.from_csr(train),
+             "test": RatingData.from_csr(sp.csr_matrix(train + valid_m))}
 
-    def score(m: nn.Module, data: RatingData) -> dict[str, float]:
-        return evaluate_topk(m, data, exclude, ks, relevance_threshold=threshold)
+    def score(m: nn.Module, data: RatingData, split: str) -> dict[str, float]:
+        return evaluate_topk(m, data, known[split], ks, relevance_threshold=threshold)
 
     positives = sp.csr_matrix((train >= threshold).astype(np.float32))
-    history, best, secs = _fit(model, pairs_from_csr(positives), lambda m: score(m, valid),
-                               config, on_epoch)
+    history, best, secs = _fit(model, pairs_from_csr(positives),
+                               lambda m: score(m, valid, "valid"), config, on_epoch)
     with torch.no_grad():
-        return RankingOutcome(model, score(model, valid), score(model, test), history, best,
-                              secs)
+        return RankingOutcome(model, score(model, valid, "valid"), score(model, test, "test"),
+                              history, best, secs)

@@ -58,6 +58,18 @@ def test_fold_in_metrics_by_hand() -> None:
     assert result["ndcg@2"] == pytest.approx((1 / idcg2 + 0) / 2)
 
 
+def test_fold_in_extra_exclusions_are_masked_not_folded_in() -> None:
+    fold_in = sp.csr_matrix(np.array([[1, 0, 0, 0, 0], [0, 1, 0, 0, 0]]))
+    heldout = sp.csr_matrix(np.array([[0, 0, 1, 0, 0], [0, 0, 0, 1, 0]]))
+    known = sp.csr_matrix(np.array([[0, 1, 0, 0, 0], [1, 0, 1, 0, 0]]))  # e.g. valid items
+    plain = evaluate_fold_in(FixedFoldIn(5), fold_in, heldout, ks=(1,))
+    masked = evaluate_fold_in(FixedFoldIn(5), fold_in, heldout, ks=(1,), exclude=known)
+    # user 0: list 1, 2, ... -> 2, 3, ...; user 1: list 0, 2, 3 -> 3, 4
+    assert plain["recall@1"] == 0.0 and masked["recall@1"] == 1.0
+    with pytest.raises(ValueError, match="exclude"):
+        evaluate_fold_in(FixedFoldIn(5), fold_in, heldout, ks=(1,), exclude=sp.csr_matrix((2, 4)))
+
+
 def test_fold_in_shape_errors() -> None:
     with pytest.raises(ValueError, match="differ"):
         evaluate_fold_in(FixedFoldIn(3), sp.csr_matrix((2, 3)), sp.csr_matrix((2, 4)))
