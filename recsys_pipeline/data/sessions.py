@@ -54,8 +54,10 @@ class SessionConfig:
     Attributes:
         max_len: Keep each user's last ``max_len`` items (L, the array width).
         min_item_count: Train occurrences an item needs to enter the vocabulary.
-        pad_side: ``left`` (padding first, default) or ``right``.
-        min_history: Evaluation users need at least this many input items.
+        pad_side: ``left`` (padding first, default) or ``right``. The sequence models
+            (GRU4Rec, SASRec, co-occurrence) take left-padded rows only.
+        min_history: Evaluation users need at least this many input items (0 keeps cold users
+            with empty rows, which the sequence models cannot score).
     """
 
     max_len: int = 50

@@ -213,11 +213,29 @@ def softmax_cost_warning(model: nn.Module, device: torch.device) -> str | None:
             "bench/README.md); train on a GPU or set loss: sampled")
 
 
+def check_sequence_inputs(sessions: Sessions) -> None:
+    """Raise ``ValueError`` naming the setting when the sessions are right-padded
+    (``pad_side: right``) or have evaluation rows without an input item (``min_history:
+    0``): the sequence models need the latest item in each row's last column."""
+    for name in ("train", "valid", "test"):
+        tokens = getattr(sessions, name).tokens
+        real = (tokens != 0).any(1)
+        if name != "train" and not real.all():
+            raise ValueError(f"session_sequences {name}: {int((~real).sum())} rows have no "
+                             "input item, which a sequence model cannot score; materialize "
+                             "prepared/session_sequences with min_history >= 1")
+        if (tokens[real, -1] == 0).any():
+            raise ValueError(f"session_sequences {name}: rows are right-padded; the sequence "
+                             "models need left padding (the latest item in the last column): "
+                             "materialize prepared/session_sequences with pad_side: left")
+
+
 def run_next_item(model: nn.Module, sessions: Sessions, config: RankingTrainConfig | None,
                   on_epoch: OnEpoch | None = None, ks: Sequence[int] = NEXT_KS
                   ) -> RankingOutcome:
     """Train a next-item model on the train sequences, early-stopped on the valid targets."""
     ks = tuple(k for k in ks if k <= sessions.vocab.size)
+    check_sequence_inputs(sessions)
 
     def score(m: nn.Module, batch: Any) -> dict[str, float]:
         return evaluate_next_item(m, batch.tokens, batch.targets, ks)

@@ -176,3 +176,24 @@ def test_round_trip_to_ratings(rows, max_len: int, side: str, method: str) -> No
             own = [r for r in table.to_pylist() if r["user_idx"] == user and r["item_idx"] in vocab]
             assert ts[(user, target)] == min(r["timestamp"] for r in own)
             assert all(ts[(user, i)] <= ts[(user, target)] for i in rec["item_idx_seq"])
+
+
+def test_sequence_models_refuse_sessions_they_cannot_read() -> None:
+    """Right padding and empty evaluation rows are valid prepared data, but the sequence
+    models read the latest item from the last column: the run stops before training and
+    says which setting to change."""
+    from recsys_pipeline.models.cooccurrence import CooccurrenceModel
+    from recsys_pipeline.training.ranking_experiment import run_next_item
+
+    right = build_sessions(SPLITS, 4, 5, SessionConfig(pad_side="right"))
+    rows = [(0, 0, 4.0, 1), (0, 1, 4.0, 2), (1, 0, 4.0, 2)]  # u1: a valid target, no history
+    cold = build_sessions(_splits(train=[0, 1], valid=[2], rows=rows), 2, 2,
+                          SessionConfig(min_history=0))
+    for sessions, message in ((right, "right-padded.*pad_side: left"),
+                              (cold, "valid: 1 rows have no input item.*min_history >= 1")):
+        model = CooccurrenceModel.fit(sessions.train.tokens, int(sessions.vocab.size))
+        with pytest.raises(ValueError, match=message):
+            run_next_item(model, sessions, None)
+    ok = build_sessions(SPLITS, 4, 5, SessionConfig())
+    assert run_next_item(CooccurrenceModel.fit(ok.train.tokens, int(ok.vocab.size)), ok,
+                         None).test["n_rows"] == 4  # the same data, left-padded, runs
