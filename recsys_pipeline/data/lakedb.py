@@ -18,6 +18,9 @@ from typing import Any
 import duckdb
 
 DB_FILE_NAME = "lake.duckdb"
+# top-level lake folders whose Parquet files are not lake tables: MLflow's artifact store
+# (id maps logged with every run) and the ``recsys-pipeline export`` folders
+NOT_TABLES = frozenset({"mlflow", "exports"})
 _VIEW_NAME_OK = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -45,7 +48,8 @@ def refresh_views(conn: duckdb.DuckDBPyConnection, lake_root: str | Path) -> lis
 
     Args:
         conn: a writable connection to the lake database.
-        lake_root: the lake folder; every ``*.parquet`` below it gets a view.
+        lake_root: the lake folder; every ``*.parquet`` below it gets a view, except in hidden
+            folders and the top-level ``NOT_TABLES`` (``mlflow/``, ``exports/``).
 
     Returns:
         The sorted names of the views now defined.
@@ -55,6 +59,7 @@ def refresh_views(conn: duckdb.DuckDBPyConnection, lake_root: str | Path) -> lis
         view_name(root, p): p
         for p in sorted(root.rglob("*.parquet"))
         if not any(part.startswith(".") for part in p.relative_to(root).parts)
+        and p.relative_to(root).parts[0] not in NOT_TABLES
     }
     existing = {
         row[0]

@@ -42,6 +42,9 @@ def test_file_sha256_known_value(tmp_path):
 def test_refresh_views_tracks_lake_files(tmp_path):
     lake.write_parquet(pa.table({"x": [1, 2]}), tmp_path / "clean" / "ratings.parquet")
     lake.write_parquet(pa.table({"y": [3]}), tmp_path / "prepared" / "splits.parquet")
+    for not_a_table in ("mlflow/artifacts/0a1b/artifacts/id_maps/items.parquet",
+                        "exports/mf/item_map.parquet", ".cache/x.parquet"):
+        lake.write_parquet(pa.table({"z": [1]}), tmp_path / not_a_table)
     with duckdb.connect(str(tmp_path / "lake.duckdb")) as conn:
         assert lakedb.refresh_views(conn, tmp_path) == ["clean_ratings", "prepared_splits"]
         assert conn.execute("SELECT sum(x) FROM clean_ratings").fetchone() == (3,)
