@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -249,3 +250,25 @@ def test_cli_and_lake_models_import_without_dagster_or_mlflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_champion_lookup_gives_up_quickly_on_an_unreachable_server(monkeypatch, tmp_path):
+    """MLflow's defaults retry a dead server for minutes; the lookup sets short retries (a
+    user's own setting wins) and ends in one clear error naming the URI."""
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "7")
+    seen = {}
+
+    def fake_champions(uri):
+        from mlflow.exceptions import MlflowException
+
+        seen.update({k: os.environ.get(k) for k in lm.QUICK_MLFLOW_ENV})
+        raise MlflowException("connection refused")
+
+    monkeypatch.setattr(lm, "_champions", fake_champions)
+    with pytest.raises(ValueError, match="cannot read the champions from MLflow at http://x:9"):
+        lm.champion_model_name(tmp_path, "http://x:9")
+    assert seen["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == lm.QUICK_MLFLOW_ENV[
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
+    assert seen["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # restored afterwards
