@@ -95,8 +95,8 @@ def held_out_errors(model: RatingModel, maps: IdMaps, held_out: pa.Table) -> tup
 
 def _check_inputs(model: RatingModel, maps: IdMaps, held_out: pa.Table) -> None:
     if not model.predicts_ratings:
-        raise ValueError(f"{type(model).__name__} does not predict ratings; "
-                         "check_user needs a rating model")
+        raise ValueError(f"the {model.family} model ranks items but does not predict ratings; "
+                         "check-user needs a rating model (bias, mf, mlp, neumf, deepfm)")
     check_model_maps(model, maps)
     missing = [c for c in _NEEDED if c not in held_out.column_names]
     if missing:

@@ -66,8 +66,8 @@ def embeddings(model: RatingModel) -> tuple[torch.Tensor, torch.Tensor] | None:
 def _require(model: RatingModel) -> tuple[torch.Tensor, torch.Tensor]:
     emb = embeddings(model)
     if emb is None:
-        raise ValueError(f"{type(model).__name__} has no embeddings; families with them: "
-                         f"{sorted(EMBEDDING_MODULES)}")
+        raise ValueError(f"the {model.family} model has no user/item embeddings; models with "
+                         f"them: {sorted([*EMBEDDING_MODULES, 'two_tower'])}")
     return emb
 
 
