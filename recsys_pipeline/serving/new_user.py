@@ -166,7 +166,7 @@ def parse_new_user_ratings(
         FileNotFoundError: The file is missing.
         ValueError: Naming every offending line: bad header or field count, unknown or
             ambiguous movie, rating not on the half-star scale, a movie rated twice; or
-            fewer than ``min_ratings`` ratings.
+            fewer than ``min_ratings`` ratings (and always: none at all).
     """
     if isinstance(source, Mapping):
         name, kind, rows = "new-user ratings", "mapping", _mapping_rows(source)
@@ -193,10 +193,10 @@ def parse_new_user_ratings(
         out.append((line, item, value))
     if problems:
         _raise(name, problems)
-    if len(out) < min_ratings:
+    if len(out) < max(min_ratings, 1):
         raise ValueError(f"{name}: {len(out)} rating(s) ({where}s "
                          f"{', '.join(str(r[0]) for r in out) or 'none'}); "
-                         f"at least {min_ratings} are needed")
+                         f"at least {max(min_ratings, 1)} are needed")
     lines, items, values = (list(c) for c in zip(*out, strict=True))
     return pa.Table.from_arrays(
         [pa.array(lines, pa.int32()), pa.array(items, S.ID_TYPE),

@@ -107,6 +107,8 @@ def test_all_bad_rows_reported_together(tmp_path: Path) -> None:
 def test_too_few_ratings(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"19 rating\(s\) \(lines 2, 3, .*20\); at least 20"):
         parse_new_user_ratings(id_csv(tmp_path, good_rows()[:19]), MOVIES)
+    with pytest.raises(ValueError, match=r"0 rating\(s\) \(lines none\); at least 1"):
+        parse_new_user_ratings(id_csv(tmp_path, []), MOVIES, min_ratings=0)  # header only
     with pytest.raises(FileNotFoundError, match="nope.csv"):
         parse_new_user_ratings(tmp_path / "nope.csv", MOVIES)
 
