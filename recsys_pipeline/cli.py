@@ -152,12 +152,15 @@ def _cmd_check_user(args: argparse.Namespace) -> int:
 
 
 def _cmd_similar(args: argparse.Namespace) -> int:
-    from recsys_pipeline.serving.lake_models import load_movies
+    from recsys_pipeline.serving.lake_models import load_movies, train_support
     from recsys_pipeline.serving.similar import similar_items
 
     served = _serving_model(args)
-    table = similar_items(served.model, served.maps, load_movies(args.lake), args.item, args.k)
-    print(f"{args.k} movies most similar to item {args.item} (cosine of item embeddings):")
+    support = train_support(args.lake, served.maps) if args.min_ratings else None
+    table = similar_items(served.model, served.maps, load_movies(args.lake), args.item, args.k,
+                         support, args.min_ratings)
+    print(f"{args.k} movies most similar to item {args.item} (cosine of item embeddings; "
+          f"movies with at least {args.min_ratings} training ratings):")
     _print_table(table)
     return 0
 
@@ -223,6 +226,10 @@ def _add_serving_parsers(sub: argparse._SubParsersAction) -> None:
                                    "two_tower: its item-tower vectors).")
     s.add_argument("--item", type=int, required=True, help="MovieLens movieId")
     s.add_argument("-k", type=int, default=10, help="list length (default 10)")
+    s.add_argument("--min-ratings", type=int, default=10, metavar="N",
+                   help="list only movies with at least N ratings in the training split: "
+                        "embeddings of rarely rated movies stay near their random start "
+                        "(default 10; 0 lists every movie)")
     _add_model_args(s)
     s.set_defaults(func=_cmd_similar)
 

@@ -199,6 +199,14 @@ def test_similar_excludes_the_item(lake, capsys):
     items = _column(out, 1)
     assert len(items) == 4 and 7 not in items
     assert _column(out, 0) == [1, 2, 3, 4]
+    support = lm.train_support(lake, lm.load_maps(lake))
+    cut = int(np.sort(support)[-3])  # about three items have at least this many ratings
+    code, out, err = _run(lake, capsys, "similar", "--item", "7", "-k", "4", "--model", "mf",
+                          "--min-ratings", str(cut))
+    assert code == 0, err
+    maps = lm.load_maps(lake)
+    kept = set(maps.to_item_ids(np.flatnonzero(support >= cut)).tolist()) - {7}
+    assert set(_column(out, 1)) <= kept and len(_column(out, 1)) == min(4, len(kept))
 
 
 @pytest.mark.parametrize(("args", "needle"), [
@@ -206,7 +214,7 @@ def test_similar_excludes_the_item(lake, capsys):
     (("recommend", "--user", "1", "--model", "nope"), "nope_model"),
     (("recommend", "--user", "1", "--model", "mf", "--run-id", "x"), "not both"),
     (("recommend", "--user", "1", "--run-id", "no-such-run"), "no-such-run"),
-    (("similar", "--item", "1", "--model", "bias"), "no embeddings"),
+    (("similar", "--item", "1", "--model", "bias"), "no user/item embeddings"),
     (("check-user", "--user", "1", "-p", "0", "--model", "mf"), "p=0"),
 ])
 def test_errors_are_one_line_exit_2(lake, capsys, args, needle):

@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
@@ -159,6 +160,15 @@ def load_seen(lake: str | os.PathLike[str], maps: IdMaps) -> ItemSets:
     mask, users, items = known_pairs(ratings.column(S.USER_ID).to_numpy(),
                                      ratings.column(S.ITEM_ID).to_numpy(), maps)
     return seen_items(pa.table({S.USER_IDX: users, S.ITEM_IDX: items}), maps.n_users)
+
+
+def train_support(lake: str | os.PathLike[str], maps: IdMaps) -> np.ndarray:
+    """Ratings per item index of ``maps`` in the lake's training split (through original
+    ids; items the split lacks count 0).  # [n_items] int64"""
+    train = load_split(lake, "train")
+    _, _, items = known_pairs(train.column(S.USER_ID).to_numpy(),
+                              train.column(S.ITEM_ID).to_numpy(), maps)
+    return np.bincount(items, minlength=maps.n_items)
 
 
 def default_tracking_uri(lake: str | os.PathLike[str]) -> str:

@@ -15,6 +15,7 @@ family that has them; fold-in and sequence models have none that serve this purp
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import torch
 
@@ -118,32 +119,46 @@ def recommend_by_embedding(
 
 @torch.no_grad()
 def similar_items(
-    model: RatingModel, maps: IdMaps, movies: pa.Table, item_id: int, k: int
+    model: RatingModel, maps: IdMaps, movies: pa.Table, item_id: int, k: int,
+    support: np.ndarray | None = None, min_support: int = 0,
 ) -> pa.Table:
     """The ``k`` movies whose item embeddings have the largest cosine with ``item_id``'s.
+
+    An item seen in one or two training ratings keeps an embedding close to its random
+    initialisation, and the cosine with it is noise; ``min_support`` leaves such items out
+    of the list (not the query item itself).
 
     Args:
         model: A trained model with embeddings.
         maps: Its id maps.
         movies: ``schema.MOVIES_SCHEMA`` table.
         item_id: Original MovieLens ``movieId`` (never in its own list).
-        k: List length, ``1 <= k < n_items``.
+        k: List length, ``1 <= k < n_items`` (fewer rows when fewer items qualify).
+        support: Training ratings per item index.  # [n_items]
+        min_support: Fewest training ratings a listed movie needs (needs ``support``).
 
     Returns:
         ``SIMILAR_ITEMS_SCHEMA``: rank, item_id, title, year, genres, similarity (cosine).
 
     Raises:
-        ValueError: No embeddings, unknown item, bad ``k``.
+        ValueError: No embeddings, unknown item, bad ``k``, ``min_support`` without support.
     """
     check_model_maps(model, maps)
     _, item_emb = _require(model)
     if not 1 <= k < model.n_items:
         raise ValueError(f"k={k} must be in [1, n_items - 1 = {model.n_items - 1}]")
+    if min_support and (support is None or len(support) != model.n_items):
+        raise ValueError(f"min_support={min_support} needs the training ratings of each of "
+                         f"the {model.n_items} items")
     i = int(maps.to_item_idx([item_id])[0])
     unit = torch.nn.functional.normalize(item_emb.float(), dim=1)  # zero rows stay zero
     cos = unit @ unit[i]  # [n_items]
+    if min_support:
+        cos[torch.from_numpy(np.asarray(support) < min_support).to(cos.device)] = float("-inf")
     cos[i] = float("-inf")
     top_cos, top = torch.topk(cos, k)
+    listed = torch.isfinite(top_cos)
+    top_cos, top = top_cos[listed], top[listed]
     item_ids = maps.to_item_ids(top.cpu().numpy())
     return ranked_table(item_ids, movies, maps, {SIMILARITY: top_cos.cpu().numpy()},
                         SIMILAR_ITEMS_SCHEMA)

@@ -87,6 +87,14 @@ def test_similar_items_planted_cosines() -> None:
     np.testing.assert_allclose(table.column("similarity").to_numpy(), [0.8, 0.6, 0.0, -1.0],
                                atol=1e-6)
     assert table.column(S.TITLE).to_pylist() == ["T20", "T50", "T40", "T30"]
+    # item 20 (support 1) and item 40 (support 0) are left out; the query's own support
+    # does not matter; fewer rows come back when fewer items qualify
+    support = np.array([0, 1, 5, 0, 9])
+    thin = similar_items(mf, maps, movies, 10, 4, support, min_support=2)
+    assert thin.column(S.ITEM_ID).to_pylist() == [50, 30]
+    assert thin.column("rank").to_pylist() == [1, 2]
+    with pytest.raises(ValueError, match="min_support=2 needs"):
+        similar_items(mf, maps, movies, 10, 4, None, min_support=2)
     with pytest.raises(ValueError, match="unknown item_id"):
         similar_items(mf, maps, movies, 11, 2)
     with pytest.raises(ValueError, match="k=5"):
