@@ -20,14 +20,14 @@ import mlflow
 import numpy as np
 import pyarrow.parquet as pq
 
-from recsys_pipeline import schema as S
 from recsys_pipeline.assets.prepare import PREFIX as PREPARED
 from recsys_pipeline.assets.prepare import split_key
 from recsys_pipeline.assets.train import model_assets
+from recsys_pipeline.data.encode import IdMaps
 from recsys_pipeline.metadata import png_markdown
 from recsys_pipeline.model_io import replace_dir
 from recsys_pipeline.resources import LakeResource
-from recsys_pipeline.serving.lake_models import ServingModel, load_movies, load_split
+from recsys_pipeline.serving.lake_models import ServingModel, load_movies, train_support
 from recsys_pipeline.serving.projection import (
     item_projection,
     item_vectors,
@@ -63,13 +63,13 @@ class ItemProjection:
     n_tsne_items: int
 
 
-def _train_counts(lake: Path, n_items: int) -> np.ndarray | None:
-    """Ratings per ``item_idx`` in the train split (t-SNE keeps the most-rated items)."""
+def _train_counts(lake: Path, maps: IdMaps) -> np.ndarray | None:
+    """Ratings per item index of ``maps`` in the train split (t-SNE keeps the most-rated
+    items); None without a split."""
     try:
-        items = load_split(lake, "train").column(S.ITEM_IDX).to_numpy()
+        return train_support(lake, maps)
     except FileNotFoundError:
         return None
-    return np.bincount(items, minlength=n_items)[:n_items]
 
 
 def write_item_projection(lake: str | Path, served: ServingModel, out: str | Path,
@@ -85,11 +85,13 @@ def write_item_projection(lake: str | Path, served: ServingModel, out: str | Pat
     unknown = sorted(set(methods) - set(METHODS))
     if unknown or not methods:
         raise ValueError(f"methods {list(methods)}: choose from {list(METHODS)}")
+    if tsne_max_items < 0:
+        raise ValueError(f"tsne_max_items={tsne_max_items} must be >= 0 (0: PCA only)")
     lake, out = Path(lake), Path(out)
     vectors, movies = item_vectors(served.model), load_movies(lake)
     n_tsne = tsne_max_items if "tsne" in methods else 0
     table = item_projection(vectors, served.maps, movies, n_tsne,
-                            _train_counts(lake, served.maps.n_items), seed, perplexity)
+                            _train_counts(lake, served.maps), seed, perplexity)
     variance = PCA(n_components=2, random_state=seed).fit(vectors).explained_variance_ratio_
     placed = table.num_rows - table.column("tsne_x").null_count
     pngs = {m: scatter_png(table, f"{m}_x", f"{m}_y", f"{served.name}: {LABELS[m]} of item "

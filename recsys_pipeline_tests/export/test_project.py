@@ -128,3 +128,9 @@ def test_cli_project_defaults_to_the_lake_report_folder(
     printed = capsys.readouterr().out
     assert str(folder / "vectors.tsv") in printed and "t-SNE on 0" in printed
     assert len((folder / "vectors.tsv").read_text().splitlines()) == N_ITEMS
+
+
+def test_cli_project_refuses_a_negative_tsne_size(world_lake: Path) -> None:
+    with pytest.raises(ValueError, match="tsne_max_items=-5 must be >= 0"):
+        _cli(world_lake, "project", "--model", "mf", "--tsne-max-items", "-5")
+    assert not (world_lake / "reports" / "item_projection" / "mf_model").exists()
