@@ -103,11 +103,17 @@ def _print_table(table: object, max_rows: int | None = None) -> None:
                        max_rows))
 
 
-def _serving_model(args: argparse.Namespace) -> object:
+def _serving_model(args: argparse.Namespace, by: str = "ranking") -> object:
+    """The ``--model`` / ``--run-id`` model, else the champion chosen ``by`` ranking quality
+    (lists of movies) or RMSE (predicted ratings)."""
     from recsys_pipeline.serving.lake_models import resolve_model
 
-    served = resolve_model(args.lake, args.model, args.run_id, args.tracking_uri)
-    print(f"model: {served.name} ({served.model.family}) from {served.source}")
+    served = resolve_model(args.lake, args.model, args.run_id, args.tracking_uri, by=by)
+    why = ""
+    if not args.model and not args.run_id and served.source.startswith("mlflow run"):
+        why = (" (the champion with the best validation NDCG@10 on the per-user split)"
+               if by == "ranking" else " (the champion with the best validation RMSE)")
+    print(f"model: {served.name} ({served.model.family}) from {served.source}{why}")
     return served
 
 
@@ -136,7 +142,7 @@ def _cmd_check_user(args: argparse.Namespace) -> int:
     from recsys_pipeline.serving.check_user import check_user
     from recsys_pipeline.serving.lake_models import load_movies, load_split
 
-    served = _serving_model(args)
+    served = _serving_model(args, by="rmse")
     check = check_user(served.model, served.maps, load_movies(args.lake),
                        load_split(args.lake, args.split), args.user, args.p,
                        latest=args.latest, seed=args.seed)
@@ -188,8 +194,11 @@ def _cmd_new_user(args: argparse.Namespace) -> int:
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="NAME",
                    help="a model folder of the lake, e.g. mf or mf_model (default: the MLflow "
-                        "champion with the best validation RMSE, else mf_model)")
-    p.add_argument("--run-id", metavar="ID", help="use the weights logged in this MLflow run")
+                        "champion that ranks best, by validation NDCG@10 on the per-user "
+                        "split; for check-user the one with the best validation RMSE; "
+                        "else mf_model)")
+    p.add_argument("--run-id", metavar="ID", help="use the weights logged in this MLflow run "
+                   "(rating models and two-tower)")
     p.add_argument("--tracking-uri", metavar="URI",
                    help="MLflow store (default: $MLFLOW_TRACKING_URI, else "
                         "sqlite:///<lake>/mlflow/mlflow.db)")

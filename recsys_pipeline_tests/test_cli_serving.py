@@ -111,21 +111,51 @@ def test_default_model_is_the_best_validated_champion(lake):
 
     uri = lm.default_tracking_uri(lake)
     client = MlflowClient(uri, uri)
-    best = {}
+    rmse, ndcg = {}, {}
     for registered in client.search_registered_models():
         version = client.get_model_version(registered.name, registered.aliases["champion"])
-        rmse = client.get_run(version.run_id).data.metrics.get("best_valid_rmse")
-        if rmse is not None:
-            best[registered.name.removeprefix("recsys-") + "_model"] = rmse
-    assert len(best) == 5  # every family but popularity
-    assert lm.champion_model_name(lake) == min(best, key=best.get)
-    assert lm.resolve_model(lake).name == min(best, key=best.get)
+        run = client.get_run(version.run_id)
+        name = registered.name.removeprefix("recsys-") + "_model"
+        if "best_valid_rmse" in run.data.metrics:
+            rmse[name] = run.data.metrics["best_valid_rmse"]
+        if run.data.tags.get("ranking.protocol") in (None, "per_user_topk"):
+            ndcg[name] = run.data.metrics["best_valid_ndcg_at_10"]
+    assert len(rmse) == 5  # every rating family but popularity
+    assert set(ndcg) == {*rmse, "popularity_model", "two_tower_model"}  # one split, comparable
+    assert lm.champion_model_name(lake, by="rmse") == min(rmse, key=rmse.get)
+    assert lm.resolve_model(lake, by="rmse").name == min(rmse, key=rmse.get)
+    assert lm.champion_model_name(lake) == max(ndcg, key=ndcg.get)
+    assert lm.resolve_model(lake).name == max(ndcg, key=ndcg.get)
+    with pytest.raises(ValueError, match="by='ndcg' must be one of"):
+        lm.champion_model_name(lake, by="ndcg")
+
+
+def test_a_two_tower_champion_is_served_from_its_run(lake, capsys):
+    """Two-tower's run holds its weights and the original ids of its indices: served from
+    the run it equals the lake's model, with the lake's ids and titles."""
+    from mlflow.tracking import MlflowClient
+
+    uri = lm.default_tracking_uri(lake)
+    client = MlflowClient(uri, uri)
+    version = client.get_model_version("recsys-two_tower",
+                                       client.get_registered_model("recsys-two_tower")
+                                       .aliases["champion"])
+    name, model, maps = lm.load_run(lake, version.run_id)
+    folder, lake_maps = lm.load_lake_served(lake, "two_tower_model")
+    assert name == "two_tower_model" and model.family == "two_tower"
+    for key, value in folder.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0)
+    assert maps.users.equals(lake_maps.users) and maps.items.equals(lake_maps.items)
+    code, out, err = _run(lake, capsys, "recommend", "--user", "3", "-k", "3", "--run-id",
+                          version.run_id)
+    assert code == 0, err
+    assert f"from mlflow run {version.run_id}" in out and len(_column(out, 1)) == 3
 
 
 def test_default_serves_the_champions_weights_not_a_kept_out_challenger(lake):
     from recsys_pipeline.models.base import save_model
 
-    name = lm.champion_model_name(lake)
+    name = lm.champion_model_name(lake, by="rmse")  # a rating model: weights to perturb
     folder = lake / "models" / name
     original = {k: v.clone() for k, v in lm.load_lake_model(lake, name).state_dict().items()}
     challenger = lm.load_lake_model(lake, name)
@@ -134,7 +164,7 @@ def test_default_serves_the_champions_weights_not_a_kept_out_challenger(lake):
             p.add_(1.0)
     save_model(challenger, folder)
     try:
-        served = lm.resolve_model(lake)
+        served = lm.resolve_model(lake, by="rmse")
         assert served.name == name and served.source.startswith("mlflow run ")
         for key, value in served.model.state_dict().items():
             torch.testing.assert_close(value, original[key], rtol=0, atol=0)

@@ -10,10 +10,14 @@ A model is picked in one of three ways (:func:`resolve_model`):
   ``state_dict.pt``) and ``id_maps/`` (runs logged before the export existed: the
   ``model.pt2`` graph's state dict loaded into a model built from the lake folder of the
   run's asset, with the lake's maps);
-* by default: among the families' registered ``champion`` versions, the one with the lowest
-  ``best_valid_rmse``, loaded from its run as above, so a challenger the champion gate kept
-  out is never served even though its weights sit in the lake folder; else ``mf_model``.
-  Popularity has no RMSE and is never the default.
+* by default: among the families' registered ``champion`` versions, the best one for the
+  question, loaded from its run as above, so a challenger the champion gate kept out is never
+  served even though its weights sit in the lake folder; else ``mf_model``. For lists of
+  movies (``by="ranking"``: recommend, new-user, similar, ...) the best ranker: the highest
+  ``best_valid_ndcg_at_10`` among the models evaluated on the per-user split (the rating
+  models, popularity and two-tower; the fold-in and sequence models are measured on other
+  protocols, not comparable). For predicted ratings (``by="rmse"``: check-user) the lowest
+  ``best_valid_rmse``.
 
 Seen items (never recommended back) are every rating of ``clean/ratings.parquet``, the
 user's whole record in the lake (the training split and the held-out valid and test ratings,
@@ -46,7 +50,7 @@ from recsys_pipeline.data.lake import read_parquet
 from recsys_pipeline.evaluation.rescore import known_pairs
 from recsys_pipeline.evaluation.topk import ItemSets
 from recsys_pipeline.models.base import CONFIG_FILE, RatingModel, load_model
-from recsys_pipeline.models.ranking_base import RANKING_FAMILIES
+from recsys_pipeline.models.ranking_base import RANKING_FAMILIES, load_ranking_model
 from recsys_pipeline.serving.ranking_serving import load_lake_serving
 from recsys_pipeline.serving.recommend import batch_top_k, seen_items, top_k_table
 
@@ -62,11 +66,17 @@ MODEL_SUFFIX = "_model"
 CHAMPION = "champion"  # the alias champion.gate moves
 REGISTERED_PREFIX = "recsys-"
 SELECTION_METRIC = "best_valid_rmse"
+RANKING_SELECTION_METRIC = "best_valid_ndcg_at_10"
+PROTOCOL_TAG = "ranking.protocol"  # tracking_ranking: the ranking model's protocol
+PER_USER_PROTOCOL = "per_user_topk"  # the ranking protocol of the rating models' split
+SELECTIONS = ("ranking", "rmse")
 ASSET_TAG = "dagster.asset_key"  # tracking.TAG_ASSET, e.g. "models/mf_model"
 PT2_FILE = "data/model.pt2"  # where mlflow.pytorch (pt2 format) keeps the graph
 PAIR_PREFIX = "model."  # PairScorer holds the rating model as its ``model`` submodule
 RUN_MODEL_DIR = "original_ids_model/artifacts/model"  # tracking_export: config + state dict
 RUN_MAPS_DIR = "id_maps"  # tracking.train_and_track: user_map / item_map
+RUN_PYFUNC_ARTIFACTS = "original_ids_model/artifacts"  # model/, users.parquet, items.parquet
+TWO_TOWER = "two_tower"
 
 
 @dataclass(frozen=True)
@@ -178,18 +188,24 @@ def default_tracking_uri(lake: str | os.PathLike[str]) -> str:
     return env or f"sqlite:///{(Path(lake) / 'mlflow' / 'mlflow.db').resolve()}"
 
 
-def champion_model_name(lake: str | os.PathLike[str], tracking_uri: str | None = None
-                        ) -> str | None:
-    """Lake folder name of the champion with the lowest ``best_valid_rmse`` over all families.
+def champion_model_name(lake: str | os.PathLike[str], tracking_uri: str | None = None,
+                        by: str = "ranking") -> str | None:
+    """Lake folder name of the best champion over all families (see the module doc).
+
+    Args:
+        lake: The lake folder.
+        tracking_uri: The MLflow store (default: :func:`default_tracking_uri`).
+        by: ``"ranking"`` (highest validation NDCG@10 on the per-user split) or ``"rmse"``
+            (lowest validation RMSE).
 
     Returns:
-        E.g. ``mf_model``; None when there is no MLflow store in the lake (and no
-        ``$MLFLOW_TRACKING_URI``) or no champion with an RMSE.
+        E.g. ``two_tower_model``; None when there is no MLflow store in the lake (and no
+        ``$MLFLOW_TRACKING_URI``) or no champion with the metric.
 
     Raises:
-        ValueError: The store exists but cannot be read.
+        ValueError: The store exists but cannot be read, or an unknown ``by``.
     """
-    found = _best_champion(lake, tracking_uri)
+    found = _best_champion(lake, tracking_uri, by)
     return None if found is None else found[0]
 
 
@@ -200,11 +216,14 @@ QUICK_MLFLOW_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
                     "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
 
 
+QUIET_DOWNLOADS_ENV = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+
+
 @contextlib.contextmanager
-def quick_mlflow_requests() -> Iterator[None]:
-    """:data:`QUICK_MLFLOW_ENV` for the block, where the user has not set those variables."""
-    added = [k for k in QUICK_MLFLOW_ENV if k not in os.environ]
-    os.environ.update({k: QUICK_MLFLOW_ENV[k] for k in added})
+def env_defaults(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in the environment for the block, where the user has not set them."""
+    added = [k for k in values if k not in os.environ]
+    os.environ.update({k: values[k] for k in added})
     try:
         yield
     finally:
@@ -212,9 +231,27 @@ def quick_mlflow_requests() -> Iterator[None]:
             os.environ.pop(key, None)
 
 
-def _best_champion(lake: str | os.PathLike[str], tracking_uri: str | None
+def quick_mlflow_requests() -> contextlib.AbstractContextManager[None]:
+    """:data:`QUICK_MLFLOW_ENV` for the block, where the user has not set those variables."""
+    return env_defaults(QUICK_MLFLOW_ENV)
+
+
+@dataclass(frozen=True)
+class Champion:
+    """One family's registered champion: its lake folder, run and validation metrics
+    (NaN where the run has none: ``ndcg`` only for models of the per-user split)."""
+
+    folder: str
+    run_id: str
+    rmse: float
+    ndcg: float
+
+
+def _best_champion(lake: str | os.PathLike[str], tracking_uri: str | None, by: str = "ranking"
                    ) -> tuple[str, str] | None:
     """``(lake folder name, run id)`` of the best champion (see :func:`champion_model_name`)."""
+    if by not in SELECTIONS:
+        raise ValueError(f"by={by!r} must be one of {SELECTIONS}")
     uri = tracking_uri or default_tracking_uri(lake)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         return None
@@ -226,13 +263,15 @@ def _best_champion(lake: str | os.PathLike[str], tracking_uri: str | None
     except MlflowException as exc:
         raise ValueError(f"cannot read the champions from MLflow at {uri} ({exc}); "
                          "name a model instead") from exc
-    best = min(found, default=None)
-    return None if best is None else (best[1], best[2])
+    if by == "rmse":
+        ranked = sorted((c.rmse, c.folder, c.run_id) for c in found if math.isfinite(c.rmse))
+    else:
+        ranked = sorted((-c.ndcg, c.folder, c.run_id) for c in found if math.isfinite(c.ndcg))
+    return None if not ranked else (ranked[0][1], ranked[0][2])
 
 
-def _champions(uri: str) -> list[tuple[float, str, str]]:
-    """``(best_valid_rmse, lake folder name, run id)`` of each family's champion with an
-    RMSE."""
+def _champions(uri: str) -> list[Champion]:
+    """Each family's champion with its run's selection metrics."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri, uri)
@@ -243,11 +282,12 @@ def _champions(uri: str) -> list[tuple[float, str, str]]:
         if version is None:
             continue
         run = client.get_run(client.get_model_version(registered.name, str(version)).run_id)
-        rmse = run.data.metrics.get(SELECTION_METRIC, math.nan)
-        if math.isfinite(rmse):
-            out.append((rmse, model_folder_name(run.data.tags.get(ASSET_TAG,
-                                                                  run.info.run_name or "")),
-                        run.info.run_id))
+        metrics, protocol = run.data.metrics, run.data.tags.get(PROTOCOL_TAG)
+        per_user = protocol in (None, PER_USER_PROTOCOL)
+        out.append(Champion(
+            model_folder_name(run.data.tags.get(ASSET_TAG, run.info.run_name or "")),
+            run.info.run_id, metrics.get(SELECTION_METRIC, math.nan),
+            metrics.get(RANKING_SELECTION_METRIC, math.nan) if per_user else math.nan))
     return out
 
 
@@ -260,6 +300,14 @@ def load_run_model(lake: str | os.PathLike[str], run_id: str,
 
 def load_run(lake: str | os.PathLike[str], run_id: str, tracking_uri: str | None = None
              ) -> tuple[str, RatingModel, IdMaps]:
+    """``(lake folder name, model, id maps)`` logged in MLflow run ``run_id`` (see
+    :func:`_load_run`), without MLflow's download progress bars."""
+    with env_defaults(QUIET_DOWNLOADS_ENV):
+        return _load_run(lake, run_id, tracking_uri)
+
+
+def _load_run(lake: str | os.PathLike[str], run_id: str, tracking_uri: str | None = None
+              ) -> tuple[str, RatingModel, IdMaps]:
     """``(lake folder name, model, id maps)`` logged in MLflow run ``run_id``.
 
     The run's ``original_ids_model/artifacts/model`` folder gives architecture and weights
@@ -282,10 +330,13 @@ def load_run(lake: str | os.PathLike[str], run_id: str, tracking_uri: str | None
     except MlflowException as exc:
         raise ValueError(f"MLflow run {run_id!r} not found in {uri}") from exc
     tag = run.data.tags.get(ASSET_TAG, "")
-    if tag and model_folder_name(tag).removesuffix(MODEL_SUFFIX) in RANKING_FAMILIES:
+    family = model_folder_name(tag).removesuffix(MODEL_SUFFIX) if tag else ""
+    if family == TWO_TOWER:
+        return _load_two_tower_run(lake, run_id, uri, model_folder_name(tag))
+    if family in RANKING_FAMILIES:
         raise ValueError(f"MLflow run {run_id} logged the ranking model {model_folder_name(tag)}"
-                         f": --run-id serves rating models only; serve it by name (--model "
-                         f"{model_folder_name(tag)})")
+                         f": --run-id serves rating models and two-tower only; serve it by "
+                         f"name (--model {model_folder_name(tag)})")
     outputs = run.outputs.model_outputs if run.outputs else []
     if not outputs or not tag:
         raise ValueError(f"MLflow run {run_id} has no logged model or no {ASSET_TAG} tag")
@@ -318,9 +369,42 @@ def load_run(lake: str | os.PathLike[str], run_id: str, tracking_uri: str | None
     return name, model.eval(), load_maps(lake)
 
 
+def _load_two_tower_run(lake: str | os.PathLike[str], run_id: str, uri: str, name: str
+                        ) -> tuple[str, RatingModel, IdMaps]:
+    """A two-tower run's model and id maps, from its ``original_ids_model`` artifacts (the
+    state dict, and the original ids of its user and item indices; titles from the lake)."""
+    import mlflow.artifacts
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            folder = Path(mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=RUN_PYFUNC_ARTIFACTS, dst_path=tmp,
+                tracking_uri=uri))
+        except Exception as exc:  # MLflow raises its own and OSError types for a missing path
+            raise ValueError(f"MLflow run {run_id} has no {RUN_PYFUNC_ARTIFACTS}/ to load "
+                             f"two-tower from ({exc})") from exc
+        model = load_ranking_model(folder / "model", map_location="cpu")
+        users = pq.read_table(folder / "users.parquet").column(S.USER_ID).to_numpy()
+        items = pq.read_table(folder / "items.parquet").column(S.ITEM_ID).to_numpy()
+    movies = load_movies(lake)
+    titles = dict(zip(movies.column(S.ITEM_ID).to_pylist(), movies.column(S.TITLE).to_pylist(),
+                      strict=True))
+    maps = IdMaps(
+        pa.table({S.USER_IDX: np.arange(users.size, dtype=np.int32), S.USER_ID: users},
+                 schema=S.USER_MAP_SCHEMA),
+        pa.table({S.ITEM_IDX: np.arange(items.size, dtype=np.int32), S.ITEM_ID: items,
+                  S.TITLE: [titles.get(int(i)) for i in items]}, schema=S.ITEM_MAP_SCHEMA))
+    if (maps.n_users, maps.n_items) != (model.n_users, model.n_items):
+        raise ValueError(f"MLflow run {run_id}: ids of {maps.n_users} users x {maps.n_items} "
+                         f"items, model of {model.n_users} x {model.n_items}")
+    return name, model.eval(), maps
+
+
 def resolve_model(lake: str | os.PathLike[str], name: str | None = None,
-                  run_id: str | None = None, tracking_uri: str | None = None) -> ServingModel:
-    """The model to serve: by ``name``, by ``run_id``, or the default (see the module doc).
+                  run_id: str | None = None, tracking_uri: str | None = None,
+                  by: str = "ranking") -> ServingModel:
+    """The model to serve: by ``name``, by ``run_id``, or the default champion chosen ``by``
+    ranking quality or RMSE (see the module doc).
 
     Raises:
         ValueError: Both ``name`` and ``run_id`` given, or a model that does not fit the maps.
@@ -329,7 +413,7 @@ def resolve_model(lake: str | os.PathLike[str], name: str | None = None,
     if name and run_id:
         raise ValueError("give a model name or an MLflow run id, not both")
     if not name and not run_id:
-        champion = _best_champion(lake, tracking_uri)
+        champion = _best_champion(lake, tracking_uri, by)
         if champion is not None:
             run_id = champion[1]
     if run_id:

@@ -233,7 +233,7 @@ def test_similar_items(lake):
     cos[i] = -np.inf
     want = served.maps.to_item_ids(np.argsort(-cos, kind="stable")[:K]).tolist()
     assert table[S.ITEM_ID].to_pylist() == want
-    with pytest.raises(ValueError, match="no embeddings"):
+    with pytest.raises(ValueError, match="the sasrec model has no user/item embeddings"):
         similar_items(lm.resolve_model(lake, "sasrec").model, lm.resolve_model(
             lake, "sasrec").maps, movies, 3, K)
 
