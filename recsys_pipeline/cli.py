@@ -187,7 +187,8 @@ def _cmd_new_user(args: argparse.Namespace) -> int:
     _print_table(folded.recommend(served.maps, movies, args.k))
     if args.persist:
         stored = persist_new_user(ratings, Path(args.lake) / "raw")
-        print(f"stored as user_id {stored.user_id}: {stored.path}")
+        again = " already (same ratings; nothing written)" if stored.stored_before else ""
+        print(f"stored{again} as user_id {stored.user_id}: {stored.path}")
     return 0
 
 

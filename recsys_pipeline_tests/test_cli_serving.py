@@ -270,6 +270,12 @@ def test_new_user_recommends_and_persists(lake, capsys, tmp_path):
     lines = stored.read_text().splitlines()
     assert lines[0] == "userId,movieId,rating,timestamp" and len(lines) == 21
 
+    code, again, err = _run(lake, capsys, "new-user", "--ratings", str(csv), "-k", "5",
+                            "--model", "mf", "--persist")  # the same command again
+    assert code == 0, err
+    assert f"stored already (same ratings; nothing written) as user_id 31: {stored}" in again
+    assert sorted(p.name for p in stored.parent.iterdir()) == ["user_31.csv"]
+
 
 def test_new_user_too_few_ratings(lake, capsys, tmp_path):
     csv = tmp_path / "few.csv"

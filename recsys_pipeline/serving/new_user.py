@@ -45,14 +45,17 @@ class PersistedUser:
     """Where :func:`persist_new_user` wrote a new user.
 
     Attributes:
-        user_id: The fresh ``userId``.
+        user_id: The fresh ``userId`` (or the stored one, when ``stored_before``).
         path: The written CSV file.
         n_ratings: Rows written.
+        stored_before: True when the same ratings were stored already (a second run of the
+            same command) and nothing was written.
     """
 
     user_id: int
     path: Path
     n_ratings: int
+    stored_before: bool = False
 
 
 def _norm(title: str) -> str:
@@ -225,6 +228,23 @@ def _max_stored(raw: Path) -> int:
     return max(found, default=0)
 
 
+def _stored_with_same_ratings(raw: Path, ratings: pa.Table) -> tuple[int, Path] | None:
+    """The (userId, file) of a stored new user with exactly these (movieId, rating) pairs."""
+    want = sorted(zip(ratings.column(S.ITEM_ID).to_pylist(),
+                      (float(r) for r in ratings.column(S.RATING).to_pylist()), strict=True))
+    for path in sorted((raw / NEW_USERS_DIR).glob("user_*.csv")):
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        try:
+            have = sorted((int(r["movieId"]), float(r["rating"])) for r in rows)
+            user = {int(r["userId"]) for r in rows}
+        except (KeyError, TypeError, ValueError):
+            continue  # not a file this module wrote; ingestion reports it
+        if have == want and len(user) == 1:
+            return user.pop(), path
+    return None
+
+
 def _csv_text(user_id: int, ratings: pa.Table, timestamp: int) -> str:
     items = ratings.column(S.ITEM_ID).to_numpy().astype(np.int64)
     values = ratings.column(S.RATING).to_numpy().astype(np.float64)
@@ -282,13 +302,22 @@ def persist_new_user(
             now).
 
     Returns:
-        The :class:`PersistedUser`.
+        The :class:`PersistedUser`. When a stored new user already has exactly these
+        (movieId, rating) pairs, that user with ``stored_before=True``: running the same
+        command twice stores one user, not two.
 
     Raises:
-        ValueError: ``user_id`` is not fresh, or the ratings are empty, repeated or off the
-            half-star scale.
+        ValueError: ``user_id`` is not fresh (or differs from the user already holding these
+            ratings), or the ratings are empty, repeated or off the half-star scale.
     """
     raw = Path(raw_dir)
+    if (same := _stored_with_same_ratings(raw, ratings)) is not None:
+        stored_id, stored_path = same
+        if user_id is not None and user_id != stored_id:
+            raise ValueError(f"these {ratings.num_rows} ratings are already stored as user_id "
+                             f"{stored_id} ({stored_path}), not {user_id}; delete that file "
+                             "to store them under another id")
+        return PersistedUser(stored_id, stored_path, ratings.num_rows, stored_before=True)
     if known_max_user_id is None:
         existing = max_user_id(raw)
     else:

@@ -128,16 +128,38 @@ def test_persist_new_user_writes_a_fresh_file(tmp_lake: Path) -> None:
     read_back = pacsv.read_csv(first.path)
     assert read_back.column("movieId").to_pylist() == list(range(1, 21))
 
-    second = persist_new_user(ratings, tmp_lake / "raw", known_max_user_id=30)
-    assert second.user_id == 32  # above the stored new user too
+    other = parse_new_user_ratings({i: 5.0 for i in range(11, 31)}, movies)
+    second = persist_new_user(other, tmp_lake / "raw", known_max_user_id=30)
+    assert second.user_id == 32 and not second.stored_before  # above the stored new user too
     assert {p.name: file_sha256(p) for p in release.iterdir()} == shipped
     assert sorted(p.name for p in (tmp_lake / "raw" / "new_users").iterdir()) == [
         "user_31.csv", "user_32.csv"]  # no temp file left behind
     assert detect_release(tmp_lake / "raw").source == release  # still one release
 
     with pytest.raises(ValueError, match="user_id 32 is not fresh"):
-        persist_new_user(ratings, tmp_lake / "raw", 32, known_max_user_id=30)
-    assert persist_new_user(ratings, tmp_lake / "raw", 100, known_max_user_id=30).user_id == 100
+        persist_new_user(other.slice(0, 19), tmp_lake / "raw", 32, known_max_user_id=30)
+    third = other.slice(1, 19)
+    assert persist_new_user(third, tmp_lake / "raw", 100, known_max_user_id=30).user_id == 100
+
+
+def test_persisting_the_same_ratings_twice_stores_one_user(tmp_lake: Path) -> None:
+    release = write_tiny_release(tmp_lake / "raw" / "tiny", n_users=30, n_items=40)
+    movies = read_table(detect_release(release), "movies")
+    ratings = parse_new_user_ratings({i: 0.5 + (i % 10) / 2 for i in range(1, 21)}, movies)
+    first = persist_new_user(ratings, tmp_lake / "raw", timestamp=1_700_000_000)
+    before = first.path.read_bytes()
+
+    shuffled = ratings.take(np.arange(ratings.num_rows)[::-1].copy())  # order does not matter
+    again = persist_new_user(shuffled, tmp_lake / "raw", timestamp=1_800_000_000)
+    assert again == type(first)(31, first.path, 20, stored_before=True)
+    assert first.path.read_bytes() == before  # untouched, timestamps included
+    assert [p.name for p in (tmp_lake / "raw" / "new_users").iterdir()] == ["user_31.csv"]
+    with pytest.raises(ValueError, match=r"already stored as user_id 31 .*user_31.csv.*not 40"):
+        persist_new_user(ratings, tmp_lake / "raw", 40)
+
+    changed = ratings.set_column(3, S.RATING, pa.array(
+        np.r_[4.0, ratings.column(S.RATING).to_numpy()[1:]].astype(np.float32)))
+    assert persist_new_user(changed, tmp_lake / "raw").user_id == 32  # one rating differs
 
 
 def test_persist_rejects_off_scale_ratings(tmp_lake: Path) -> None:
