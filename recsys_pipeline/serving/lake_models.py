@@ -427,20 +427,24 @@ def resolve_model(lake: str | os.PathLike[str], name: str | None = None,
     return ServingModel(folder, model, maps, source)
 
 
-def lake_top_k(lake: str | os.PathLike[str], name: str, k: int,
-               device: torch.device | str | None = None) -> tuple[ServingModel, pa.Table]:
+def lake_top_k(lake: str | os.PathLike[str], name: str | None, k: int,
+               device: torch.device | str | None = None,
+               tracking_uri: str | None = None) -> tuple[ServingModel, pa.Table]:
     """Every user's top-``k`` unrated items from the lake model ``name``.
 
     Args:
         lake: The lake folder.
-        name: Model folder name (``mf`` or ``mf_model``).
+        name: Model folder name (``mf`` or ``mf_model``); None or ``""``: the champion that
+            ranks best, else ``mf_model`` (:func:`resolve_model`).
         k: List length, ``1 <= k <= n_items``.
         device: Where to score (None: the CPU the model is loaded on).
+        tracking_uri: The MLflow store holding the champions (default:
+            :func:`default_tracking_uri`).
 
     Returns:
         The model and its ``USER_TOP_K_SCHEMA`` table (user_id, rank, item_id, score), never
         an item the user has rated (:func:`load_seen`).
     """
-    served = resolve_model(lake, name)
+    served = resolve_model(lake, name or None, tracking_uri=tracking_uri)
     top = batch_top_k(served.model, load_seen(lake, served.maps), k, device=device)
     return served, top_k_table(top, served.maps)

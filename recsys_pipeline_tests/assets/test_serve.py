@@ -14,8 +14,9 @@ from recsys_pipeline import schema as S
 from recsys_pipeline.assets.serve import serve_assets, user_recommendations
 from recsys_pipeline.data.lake import read_parquet
 from recsys_pipeline.data.lakedb import DB_FILE_NAME
+from recsys_pipeline.mlflow_resource import MlflowResource
 from recsys_pipeline.model_io import build_train_resources
-from recsys_pipeline.resources import build_resources
+from recsys_pipeline.resources import LakeResource, build_resources
 from recsys_pipeline.serving import lake_models as lm
 from recsys_pipeline.serving.tables import USER_TOP_K_SCHEMA
 from recsys_pipeline_tests.pipeline_lake import build_pipeline_lake
@@ -40,7 +41,10 @@ def test_user_recommendations_in_the_full_pipeline(built):
     assert table.column("rank").to_pylist() == [1, 2, 3] * 30
     scores = table.column("score").to_numpy().reshape(30, 3)
     assert (np.diff(scores, axis=1) <= 0).all()  # best first
-    _, expected = lm.lake_top_k(lake, "mf_model", 3)
+    champion = lm.champion_model_name(lake)  # by ranking quality, as `recommend` picks
+    assert champion is not None
+    served, expected = lm.lake_top_k(lake, None, 3)
+    assert served.name == champion and served.source.startswith("mlflow run")
     assert table.equals(expected)
     train = lm.load_split(lake, "train")
     pairs = set(zip(train.column(S.USER_ID).to_pylist(), train.column(S.ITEM_ID).to_pylist(),
@@ -49,7 +53,9 @@ def test_user_recommendations_in_the_full_pipeline(built):
                strict=True)
     assert not pairs & set(recs)
     meta = result.asset_materializations_for_node(OP)[0].metadata
-    assert meta["model"].value == "mf_model" and meta["dagster/row_count"].value == 90
+    assert meta["model"].value == champion and meta["dagster/row_count"].value == 90
+    assert meta["model_source"].value == served.source
+    assert meta["chosen"].value.startswith("the champion with the best validation NDCG@10")
     with duckdb.connect(str(lake / DB_FILE_NAME), read_only=True) as conn:
         count = conn.execute("select count(*) from serve_user_recommendations").fetchall()[0][0]
     assert count == 90
@@ -68,6 +74,21 @@ def test_user_recommendations_config_picks_the_model(built, monkeypatch):
     assert table.num_rows == 60 and table.equals(expected)
     assert pc.all(pc.greater_equal(table.column("rank"), 1)).as_py()
     assert result.output_for_node(OP).num_rows == 60
+
+
+def test_user_recommendations_without_champions_serve_mf(built, tmp_path, monkeypatch):
+    lake, _ = built
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    resources = {**build_resources(str(lake)), **build_train_resources(str(lake))}
+    resources["mlflow"] = MlflowResource(lake=LakeResource(root=str(lake)),
+                                         tracking_uri=f"sqlite:///{tmp_path / 'none.db'}")
+    result = dg.materialize([user_recommendations], resources=resources,
+                            run_config=dg.RunConfig({OP: {"config": {"k": 2}}}),
+                            instance=dg.DagsterInstance.ephemeral())
+    meta = result.asset_materializations_for_node(OP)[0].metadata
+    assert meta["model"].value == "mf_model" and "no champion" in meta["chosen"].value
+    _, expected = lm.lake_top_k(lake, "mf_model", 2)
+    assert read_parquet(lake / "serve" / "user_recommendations.parquet").equals(expected)
 
 
 def test_user_recommendations_definition():
