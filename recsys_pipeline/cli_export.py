@@ -6,8 +6,11 @@ item embeddings in 2-D, from the lake (the MLflow champion, ``--model NAME`` or 
   fold-in models: input ``rows`` float32 ``[batch, n_items]`` → ``scores`` of every item
   column; opset 18; sequence models are refused with the reason), the id maps
   (``user_map.parquet``, ``item_map.parquet``: original MovieLens id of each index) and
-  ``export.json`` + ``README.txt`` saying so; the folder is written aside and renamed into
-  place. It prints onnxruntime's max abs difference from torch on a batch of pairs.
+  ``export.json`` + ``README.txt`` saying so; for two-tower and MF also
+  ``user_vectors.parquet`` / ``item_vectors.parquet``, vectors whose inner products rank
+  like the model, for a nearest-neighbour index (``serving.retrieval``). The folder is
+  written aside and renamed into place. It prints onnxruntime's max abs difference from
+  torch on a batch of pairs.
 * ``project`` writes ``vectors.tsv`` + ``metadata.tsv`` (TensorBoard Embedding Projector),
   ``projection.parquet`` and the PCA / t-SNE plots (``assets.project.write_item_projection``).
 """
@@ -32,6 +35,17 @@ scores = session.run(["scores"], {{"{input_name}": {input_name}}})[0]
 onnxruntime vs torch: max abs difference {diff:.3g}
 """
 
+RETRIEVAL_NOTE = """
+user_vectors.parquet / item_vectors.parquet: user_id / item_id and a {dim}-float vector each,
+for a nearest-neighbour (maximum inner product) index: a user's top-K items are the K
+largest user · item, the model's own order ({score}). Leave out the user's rated items.
+
+from recsys_pipeline.serving.retrieval import read_vectors  # or pyarrow: column "vector"
+user_ids, users = read_vectors("user_vectors.parquet")
+item_ids, items = read_vectors("item_vectors.parquet")
+top = item_ids[(users[0] @ items.T).argsort()[::-1][:10]]
+"""
+
 
 def _io_line(name: str, spec: list) -> str:
     dtype, shape = spec
@@ -52,6 +66,12 @@ def export_model(served: object, out: str | Path) -> tuple[Path, float]:
     from recsys_pipeline.data.encode import save_id_maps
     from recsys_pipeline.model_io import replace_dir
     from recsys_pipeline.serving.ranking_serving import RankingServing
+    from recsys_pipeline.serving.retrieval import (
+        ITEM_VECTORS_FILE,
+        USER_VECTORS_FILE,
+        retrieval_vectors,
+        write_retrieval_vectors,
+    )
     from recsys_pipeline.tracking_export import onnx_export_checked
 
     model, out = served.model, Path(out)  # type: ignore[attr-defined]
@@ -72,11 +92,22 @@ def export_model(served: object, out: str | Path) -> tuple[Path, float]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     (tmp / "model.onnx").write_bytes(data)
     save_id_maps(served.maps, tmp)  # type: ignore[attr-defined]
+    try:
+        found = retrieval_vectors(model)
+    except ValueError as exc:
+        info["retrieval_vectors"] = {"skipped": str(exc)}
+        retrieval_note = f"\nno user_vectors / item_vectors: {exc}\n"
+    else:
+        write_retrieval_vectors(found, served.maps, tmp)  # type: ignore[attr-defined]
+        info["retrieval_vectors"] = {"files": [USER_VECTORS_FILE, ITEM_VECTORS_FILE],
+                                     "dim": int(found.items.shape[1]), "score": found.score}
+        retrieval_note = RETRIEVAL_NOTE.format(dim=found.items.shape[1], score=found.score)
     (tmp / "export.json").write_text(json.dumps(info, indent=2) + "\n")
     (tmp / "README.txt").write_text(README.format(
         name=info["model"], family=info["family"], opset=info["opset"], what=what,
         input_line=_io_line(input_name, input_spec), input_name=input_name,
-        output_line=_io_line(output_name, output_spec), columns_note=columns_note, diff=diff))
+        output_line=_io_line(output_name, output_spec), columns_note=columns_note, diff=diff)
+        + retrieval_note)
     tmp.chmod(0o755)
     replace_dir(tmp, out)
     return out, diff
@@ -90,6 +121,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     folder, diff = export_model(served, out)
     print(f"ONNX (opset 18): {folder / 'model.onnx'}; id maps and export.json beside it")
     print(f"max abs difference onnxruntime vs torch: {diff:.3g}")
+    retrieval = json.loads((folder / "export.json").read_text())["retrieval_vectors"]
+    if "files" in retrieval:
+        print(f"nearest-neighbour vectors ({retrieval['dim']} floats, inner product ranks like "
+              f"the model): {folder / retrieval['files'][0]}, {folder / retrieval['files'][1]}")
+    else:
+        print(f"no nearest-neighbour vectors: {retrieval['skipped']}")
     return 0
 
 
@@ -118,7 +155,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("export", help="a trained model's scorer as ONNX, checked against torch",
                        description="Export the model's pair scorer to ONNX (opset 18), check it "
                                    "with onnxruntime against torch on a batch, and write it "
-                                   "with the id maps and export.json / README.txt.")
+                                   "with the id maps and export.json / README.txt; for "
+                                   "two-tower and MF also user/item vectors (Parquet) for a "
+                                   "nearest-neighbour index.")
     e.add_argument("--out", metavar="DIR",
                    help="target folder (default: <lake>/exports/<model>)")
     _add_model_args(e)

@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pytest
+import torch
 
 from recsys_pipeline.assets.project import (
     TAG_SOURCE_RUN,
@@ -18,8 +19,9 @@ from recsys_pipeline.assets.project import (
 )
 from recsys_pipeline.cli_export import add_parsers
 from recsys_pipeline.resources import LakeResource
+from recsys_pipeline.serving.retrieval import read_vectors
 from recsys_pipeline.tracking import TAG_ASSET
-from recsys_pipeline_tests.serving.planted import ITEM_IDS, N_ITEMS, World
+from recsys_pipeline_tests.serving.planted import ITEM_IDS, N_ITEMS, N_USERS, USER_IDS, World
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -102,7 +104,8 @@ def test_cli_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_cli_export_writes_onnx_maps_and_description(
-        world_lake: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        world_lake: Path, world: World, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
     import onnxruntime as ort
 
     out = tmp_path / "exported"
@@ -118,6 +121,36 @@ def test_cli_export_writes_onnx_maps_and_description(
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     scores = session.run(["scores"], {"pairs": np.array([[0, 3], [2, 5]], np.int64)})[0]
     assert scores.shape == (2,) and np.isfinite(scores).all()
+
+    # nearest-neighbour vectors: the README's recipe gives the model's own top items
+    assert "nearest-neighbour vectors (5 floats" in printed
+    assert info["retrieval_vectors"]["files"] == ["user_vectors.parquet", "item_vectors.parquet"]
+    user_ids, users = read_vectors(out / "user_vectors.parquet")
+    item_ids, items = read_vectors(out / "item_vectors.parquet")
+    np.testing.assert_array_equal(user_ids, USER_IDS)
+    np.testing.assert_array_equal(item_ids, ITEM_IDS)
+    model = world.models["mf"]
+    with torch.no_grad():
+        full = model.score_all(torch.arange(N_USERS)).numpy()
+    for u in range(N_USERS):
+        top = item_ids[(users[u] @ items.T).argsort()[::-1][:5]]
+        want = np.sort(full[u])[::-1][:5]
+        got = full[u][np.searchsorted(ITEM_IDS, top)]
+        np.testing.assert_allclose(got, want, atol=1e-6)  # the same top scores (ties aside)
+    readme = (out / "README.txt").read_text()
+    assert "top = item_ids[(users[0] @ items.T).argsort()[::-1][:10]]" in readme
+
+
+def test_cli_export_says_why_a_model_has_no_vectors(
+        world_lake: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "deepfm"
+    assert _cli(world_lake, "export", "--model", "deepfm", "--out", str(out)) == 0
+    assert "no nearest-neighbour vectors: the deepfm model has no vectors" in \
+        capsys.readouterr().out
+    info = json.loads((out / "export.json").read_text())
+    assert "non-linear layers" in info["retrieval_vectors"]["skipped"]
+    assert not (out / "item_vectors.parquet").exists() and (out / "model.onnx").is_file()
+    assert "no user_vectors / item_vectors: the deepfm model" in (out / "README.txt").read_text()
 
 
 def test_cli_project_defaults_to_the_lake_report_folder(

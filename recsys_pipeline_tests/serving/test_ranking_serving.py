@@ -314,3 +314,27 @@ def test_cli_export_of_ranking_models(lake, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "sequence model" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "sasrec_export").exists()
+
+
+def test_cli_export_of_two_tower_has_nearest_neighbour_vectors(lake, tmp_path, capsys):
+    """The exported tower vectors give every user the lake recommendations' top items."""
+    from recsys_pipeline.cli import main
+    from recsys_pipeline.serving.retrieval import read_vectors
+
+    out = tmp_path / "two_tower_export"
+    assert main(["--lake", str(lake), "export", "--model", "two_tower", "--out",
+                 str(out)]) == 0
+    assert "nearest-neighbour vectors" in capsys.readouterr().out
+    served = lm.resolve_model(lake, "two_tower")
+    user_ids, users = read_vectors(out / "user_vectors.parquet")
+    item_ids, items = read_vectors(out / "item_vectors.parquet")
+    assert user_ids.tolist() == served.maps.users.column(S.USER_ID).to_pylist()
+    assert item_ids.tolist() == served.maps.items.column(S.ITEM_ID).to_pylist()
+    seen = lm.load_seen(lake, served.maps)
+    _, top = lm.lake_top_k(lake, "two_tower", K)
+    inner = users @ items.T
+    rows = np.repeat(np.arange(len(user_ids)), np.diff(seen.indptr.numpy()))
+    inner[rows, seen.indices.numpy()] = -np.inf  # rated items left out, as the lists do
+    want = item_ids[np.argsort(-inner, axis=1, kind="stable")[:, :K]]
+    got = top.column(S.ITEM_ID).to_numpy().reshape(len(user_ids), K)
+    np.testing.assert_array_equal(got, want)
