@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from recsys_pipeline import schema as S
@@ -35,6 +36,11 @@ from recsys_pipeline.models.base import RatingModel
 VECTOR = "vector"
 USER_VECTORS_FILE = "user_vectors.parquet"
 ITEM_VECTORS_FILE = "item_vectors.parquet"
+# why a family has no retrieval vectors (fold-in and sequence models: NO_USER_VECTOR)
+NONLINEAR, ALIKE = "scores through non-linear layers", "ranks every user's items alike"
+NO_VECTORS = {"mlp": NONLINEAR, "neumf": NONLINEAR, "deepfm": f"{NONLINEAR} and feature crosses",
+              "bias": ALIKE, "popularity": ALIKE}
+NO_USER_VECTOR = "keeps no vector per user (its input is the user's items or sequence)"
 
 
 @dataclass(frozen=True)
@@ -78,11 +84,7 @@ def retrieval_vectors(model: RatingModel) -> RetrievalVectors:
         score = ("model score = global mean + user bias + user · item (the last item "
                  "component is the item bias), clamped to the rating scale")
     else:
-        why = {"mlp": "scores through non-linear layers", "neumf": "scores through non-linear "
-               "layers", "deepfm": "scores through non-linear layers and feature crosses",
-               "bias": "ranks every user's items alike", "popularity": "ranks every user's "
-               "items alike"}.get(family, "keeps no vector per user (its input is the user's "
-                                          "items or sequence)")
+        why = NO_VECTORS.get(family, NO_USER_VECTOR)
         raise ValueError(f"the {family} model has no vectors whose inner product ranks like "
                          f"it: it {why}; two_tower and mf have")
     return RetrievalVectors(users.float().cpu().numpy(), items.float().cpu().numpy(), score)
@@ -98,8 +100,6 @@ def vectors_table(ids: np.ndarray, vectors: np.ndarray, id_column: str) -> pa.Ta
 
 def read_vectors(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """``(ids, vectors [n, d])`` of a file written by :func:`write_retrieval_vectors`."""
-    import pyarrow.parquet as pq
-
     table = pq.read_table(path)
     column = table.column(VECTOR).combine_chunks()
     dim = column.type.list_size

@@ -6,7 +6,7 @@ from recsys_pipeline_tests.light_imports import HEAVY, heavy_imports
 
 MODULES = [f"recsys_pipeline.serving.{m}" for m in (
     "tables", "recommend", "check_user", "similar", "fold_in", "new_user", "projection",
-    "onnx_export", "id_scorer", "ranking_serving", "ranking_fold_in")]
+    "onnx_export", "id_scorer", "ranking_serving", "ranking_fold_in", "retrieval")]
 
 
 def test_serving_imports_only_core_libraries() -> None:
