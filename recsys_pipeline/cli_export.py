@@ -64,7 +64,7 @@ def export_model(served: object, out: str | Path) -> tuple[Path, float]:
         ``(folder, max abs difference onnxruntime vs torch)``.
     """
     from recsys_pipeline.data.encode import save_id_maps
-    from recsys_pipeline.model_io import replace_dir
+    from recsys_pipeline.model_io import check_replaceable, replace_dir
     from recsys_pipeline.serving.ranking_serving import RankingServing
     from recsys_pipeline.serving.retrieval import (
         ITEM_VECTORS_FILE,
@@ -75,6 +75,7 @@ def export_model(served: object, out: str | Path) -> tuple[Path, float]:
     from recsys_pipeline.tracking_export import onnx_export_checked
 
     model, out = served.model, Path(out)  # type: ignore[attr-defined]
+    check_replaceable(out, "export.json", "export")
     if isinstance(model, RankingServing):
         model = model.model  # the trained model, without the serving masks (-inf scores)
     data, diff, info = onnx_export_checked(model)

@@ -40,6 +40,28 @@ def replace_dir(src: Path, dst: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def check_replaceable(dst: Path, marker: str, what: str) -> None:
+    """Refuse to let :func:`replace_dir` replace ``dst`` unless it is missing, empty, or an
+    earlier ``what`` (it holds the file ``marker``): never a user's own folder or file, nor
+    the working directory or one above it.
+
+    Raises:
+        ValueError: Naming ``dst`` and what to do.
+    """
+    if not dst.exists():
+        return
+    here = Path.cwd().resolve()
+    resolved = dst.resolve()
+    if resolved == here or resolved in here.parents:
+        raise ValueError(f"{dst}: the working folder or one above it cannot be replaced; "
+                         f"name a new folder for the {what}")
+    if not dst.is_dir():
+        raise ValueError(f"{dst} exists and is not a folder; name a new folder for the {what}")
+    if any(dst.iterdir()) and not (dst / marker).is_file():
+        raise ValueError(f"{dst} exists and is not an earlier {what} (no {marker}); it would be "
+                         "replaced: name a new or empty folder, or remove it yourself")
+
+
 class ModelIOManager(dg.ConfigurableIOManager):
     """Rating models as ``<lake>/<key path>/{config.json,state_dict.pt}`` (e.g.
     ``models/mf_model/``), written into a hidden temp folder and renamed into place."""

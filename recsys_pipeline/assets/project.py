@@ -25,7 +25,7 @@ from recsys_pipeline.assets.prepare import split_key
 from recsys_pipeline.assets.train import model_assets
 from recsys_pipeline.data.encode import IdMaps
 from recsys_pipeline.metadata import png_markdown
-from recsys_pipeline.model_io import replace_dir
+from recsys_pipeline.model_io import check_replaceable, replace_dir
 from recsys_pipeline.resources import LakeResource
 from recsys_pipeline.serving.lake_models import ServingModel, load_movies, train_support
 from recsys_pipeline.serving.projection import (
@@ -78,7 +78,8 @@ def write_item_projection(lake: str | Path, served: ServingModel, out: str | Pat
     """Project ``served``'s item embeddings and write the folder ``out`` (see the module doc).
 
     Raises:
-        ValueError: An unknown method, or a model without item embeddings (bias, popularity).
+        ValueError: An unknown method, a model without item embeddings (bias, popularity), or
+            an ``out`` that exists and is not an earlier projection.
     """
     from sklearn.decomposition import PCA
 
@@ -88,6 +89,7 @@ def write_item_projection(lake: str | Path, served: ServingModel, out: str | Pat
     if tsne_max_items < 0:
         raise ValueError(f"tsne_max_items={tsne_max_items} must be >= 0 (0: PCA only)")
     lake, out = Path(lake), Path(out)
+    check_replaceable(out, "projection.parquet", "item projection")
     vectors, movies = item_vectors(served.model), load_movies(lake)
     n_tsne = tsne_max_items if "tsne" in methods else 0
     table = item_projection(vectors, served.maps, movies, n_tsne,

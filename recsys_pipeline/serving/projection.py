@@ -22,7 +22,7 @@ from recsys_pipeline import schema as S
 from recsys_pipeline.data.encode import IdMaps
 from recsys_pipeline.data.lake import write_atomic
 from recsys_pipeline.models.base import RatingModel
-from recsys_pipeline.serving.similar import embeddings
+from recsys_pipeline.serving.similar import EMBEDDING_FAMILIES, embeddings
 from recsys_pipeline.serving.tables import movie_details
 from recsys_pipeline.training.seed import numpy_generator
 
@@ -37,7 +37,9 @@ def item_vectors(model: RatingModel) -> np.ndarray:
     """The model's item embeddings as float32 numpy (ValueError for a model without them)."""
     emb = embeddings(model)
     if emb is None:
-        raise ValueError(f"{type(model).__name__} has no item embeddings to project")
+        family = getattr(model, "family", type(model).__name__)
+        raise ValueError(f"the {family} model has no item embeddings to project; models with "
+                         f"them: {', '.join(EMBEDDING_FAMILIES)}")
     return emb[1].float().cpu().numpy()  # [n_items, d]
 
 

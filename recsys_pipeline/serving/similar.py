@@ -42,6 +42,10 @@ EMBEDDING_MODULES: dict[str, tuple[str, str]] = {
 }
 
 
+# every family with user/item embeddings (two-tower's are its tower outputs)
+EMBEDDING_FAMILIES = tuple(sorted([*EMBEDDING_MODULES, "two_tower"]))
+
+
 def embeddings(model: RatingModel) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The model's user and item embedding tables (detached), or None when it has none.
 
@@ -68,7 +72,7 @@ def _require(model: RatingModel) -> tuple[torch.Tensor, torch.Tensor]:
     emb = embeddings(model)
     if emb is None:
         raise ValueError(f"the {model.family} model has no user/item embeddings; models with "
-                         f"them: {sorted([*EMBEDDING_MODULES, 'two_tower'])}")
+                         f"them: {', '.join(EMBEDDING_FAMILIES)}")
     return emb
 
 

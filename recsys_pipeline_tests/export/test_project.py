@@ -77,7 +77,8 @@ def test_projection_asset_pca_only_and_a_named_model(world_lake: Path, tracker) 
 
 
 def test_projection_of_a_model_without_embeddings_fails(world_lake: Path, tracker) -> None:
-    with pytest.raises(ValueError, match="no item embeddings"):
+    with pytest.raises(ValueError, match="the bias model has no item embeddings to project; "
+                                         "models with them: deepfm, mf, mlp, neumf, two_tower"):
         dg.materialize([item_projection_report],
                        resources={"lake": LakeResource(root=str(world_lake)), "mlflow": tracker},
                        run_config=dg.RunConfig({"reports__item_projection":
@@ -167,3 +168,39 @@ def test_cli_project_refuses_a_negative_tsne_size(world_lake: Path) -> None:
     with pytest.raises(ValueError, match="tsne_max_items=-5 must be >= 0"):
         _cli(world_lake, "project", "--model", "mf", "--tsne-max-items", "-5")
     assert not (world_lake / "reports" / "item_projection" / "mf_model").exists()
+
+
+def test_export_and_project_never_replace_a_folder_they_did_not_write(
+        world_lake: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("precious")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine too")
+    for command in ("export", "project"):
+        with pytest.raises(ValueError, match=f"{mine} exists and is not an earlier "
+                                             ".*name a new or empty folder"):
+            _cli(world_lake, command, "--model", "mf", "--out", str(mine))
+        with pytest.raises(ValueError, match=f"{a_file} exists and is not a folder"):
+            _cli(world_lake, command, "--model", "mf", "--out", str(a_file))
+    assert [p.name for p in mine.iterdir()] == ["thesis.txt"]
+    assert a_file.read_text() == "mine too"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders
+
+    monkeypatch.chdir(mine)
+    with pytest.raises(ValueError, match="the working folder or one above it cannot be replaced"):
+        _cli(world_lake, "export", "--model", "mf", "--out", ".")
+    with pytest.raises(ValueError, match="the working folder or one above it"):
+        _cli(world_lake, "export", "--model", "mf", "--out", str(tmp_path))
+    assert [p.name for p in mine.iterdir()] == ["thesis.txt"]
+
+    out = tmp_path / "exported"  # an earlier export, and an empty folder, are replaced
+    assert _cli(world_lake, "export", "--model", "mf", "--out", str(out)) == 0
+    assert _cli(world_lake, "export", "--model", "bias", "--out", str(out)) == 0
+    assert json.loads((out / "export.json").read_text())["model"] == "bias_model"
+    (tmp_path / "empty").mkdir()
+    assert _cli(world_lake, "project", "--model", "mf", "--tsne-max-items", "0", "--out",
+                str(tmp_path / "empty")) == 0
+    assert _cli(world_lake, "project", "--model", "mf", "--tsne-max-items", "0", "--out",
+                str(tmp_path / "empty")) == 0
+    assert (tmp_path / "empty" / "projection.parquet").is_file()
