@@ -316,3 +316,33 @@ def test_champion_lookup_gives_up_quickly_on_an_unreachable_server(monkeypatch, 
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
     assert seen["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"
     assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # restored afterwards
+
+
+def test_new_user_timestamps_order_a_sequence_model_and_are_stored(lake, capsys, tmp_path):
+    rng = np.random.default_rng(4)
+    items, times = rng.permutation(np.arange(1, 41))[:20], 1_600_000_000 + 3600 * np.arange(20)
+    rows = [f"{i},4.0,{t}\n" for i, t in zip(items, times, strict=True)]
+    lists = []
+    for name, order in (("sorted", np.arange(20)), ("shuffled", rng.permutation(20))):
+        csv = tmp_path / f"{name}.csv"
+        csv.write_text("movieId,rating,timestamp\n" + "".join(rows[j] for j in order))
+        code, out, err = _run(lake, capsys, "new-user", "--ratings", str(csv), "-k", "5",
+                              "--model", "sasrec")
+        assert code == 0, err
+        lists.append(_column(out, 1))
+    assert lists[0] == lists[1] and len(lists[0]) == 5  # the timestamps set the order
+
+    newest_first = tmp_path / "reversed.csv"  # file order alone would give another input
+    newest_first.write_text("movieId,rating\n" + "".join(r.rsplit(",", 1)[0] + "\n"
+                                                         for r in rows[::-1]))
+    code, out, _ = _run(lake, capsys, "new-user", "--ratings", str(newest_first), "-k", "5",
+                        "--model", "sasrec")
+    assert code == 0 and _column(out, 1) != lists[0]
+
+    code, out, err = _run(lake, capsys, "new-user", "--ratings", str(tmp_path / "shuffled.csv"),
+                          "--model", "mf", "--persist")
+    assert code == 0, err
+    stored = Path(out.split("stored as user_id ")[1].split(": ", 1)[1].strip())
+    lines = stored.read_text().splitlines()[1:]
+    assert sorted(int(line.split(",")[3]) for line in lines) == times.tolist()
+    stored.unlink()  # other tests of the module count the stored users

@@ -99,17 +99,39 @@ def _parse_rating(text: str) -> tuple[float | None, str | None]:
     return value, None
 
 
-def _csv_rows(path: Path) -> tuple[str, list[tuple[int, str, str]]]:
-    """``(key column, [(line, key, rating)])`` from a CSV with a header."""
+def _parse_time(text: str | None) -> tuple[int | None, str | None]:
+    if text is None:
+        return None, None
+    try:
+        return int(text), None
+    except ValueError:
+        return None, f"timestamp {text!r} is not whole Unix seconds (e.g. 1700000000)"
+
+
+def _read_text(path: Path) -> str:
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; give the new-user ratings CSV file")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: new-user ratings file not found")
-    reader = csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig")))
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ValueError(f"{path}: line {line}: byte {data[exc.start]:#04x} is not UTF-8; "
+                         "save the file as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet)") from None
+
+
+def _csv_rows(path: Path) -> tuple[str, list[tuple[int, str, str, str | None]]]:
+    """``(key column, [(line, key, rating, timestamp or None)])`` from a CSV with a header."""
+    reader = csv.reader(io.StringIO(_read_text(path)))
     header = [h.strip().lower() for h in next(reader, [])]
     key = next((c for c in ("movieid", "item_id", "title") if c in header), None)
     if key is None or "rating" not in header:
         raise ValueError(f"{path}: line 1: header {header} needs a 'rating' column and "
                          "'movieId' or 'title'")
     k, r = header.index(key), header.index("rating")
+    t = header.index(S.TIMESTAMP) if S.TIMESTAMP in header else None
     rows, problems = [], []
     for fields in reader:
         if not any(f.strip() for f in fields):
@@ -118,14 +140,17 @@ def _csv_rows(path: Path) -> tuple[str, list[tuple[int, str, str]]]:
             problems.append(f"line {reader.line_num}: {len(fields)} fields, header has "
                             f"{len(header)}")
             continue
-        rows.append((reader.line_num, fields[k].strip(), fields[r].strip()))
+        rows.append((reader.line_num, fields[k].strip(), fields[r].strip(),
+                     None if t is None else fields[t].strip()))
     if problems:
         _raise(str(path), problems)
     return ("title" if key == "title" else "movieid"), rows
 
 
-def _mapping_rows(ratings: Mapping[int | str, float]) -> list[tuple[int, str | int, str]]:
-    return [(n, key, str(value)) for n, (key, value) in enumerate(ratings.items(), start=1)]
+def _mapping_rows(ratings: Mapping[int | str, float]
+                  ) -> list[tuple[int, str | int, str, None]]:
+    return [(n, key, str(value), None)
+            for n, (key, value) in enumerate(ratings.items(), start=1)]
 
 
 def _raise(source: str, problems: list[str]) -> None:
@@ -153,8 +178,9 @@ def parse_new_user_ratings(
     """Read a new user's ratings and match them to movies.
 
     Args:
-        source: A CSV file with a header and ``movieId,rating`` or ``title,rating`` rows
-            (other columns are ignored; titles with commas must be quoted), or a mapping
+        source: A CSV file (UTF-8) with a header and ``movieId,rating`` or ``title,rating``
+            rows, optionally a ``timestamp`` column (other columns are ignored; titles with
+            commas must be quoted), or a mapping
             ``{movieId (int) or title (str): rating}``. Titles match case-insensitively,
             the trailing year optional (``"toy story"`` finds ``Toy Story (1995)`` when only
             one movie has that name).
@@ -163,12 +189,14 @@ def parse_new_user_ratings(
 
     Returns:
         ``NEW_USER_SCHEMA`` rows: line (file line, or 1-based entry of a mapping), item_id,
-        title, rating.
+        title, rating; plus ``timestamp`` (int64 Unix seconds) when the file has that column
+        (it orders a sequence model's input and is stored by :func:`persist_new_user`).
 
     Raises:
         FileNotFoundError: The file is missing.
-        ValueError: Naming every offending line: bad header or field count, unknown or
-            ambiguous movie, rating not on the half-star scale, a movie rated twice; or
+        ValueError: A folder or a file that is not UTF-8; or naming every offending line:
+            bad header or field count, unknown or ambiguous movie, rating not on the
+            half-star scale, a timestamp that is not whole seconds, a movie rated twice; or
             fewer than ``min_ratings`` ratings (and always: none at all).
     """
     if isinstance(source, Mapping):
@@ -180,31 +208,35 @@ def parse_new_user_ratings(
         where = "line"
     titles = _Titles(movies)
     known = set(movies.column(S.ITEM_ID).to_pylist())
-    out: list[tuple[int, int, float]] = []
+    out: list[tuple[int, int, float, int | None]] = []
     first_line: dict[int, int] = {}
     problems: list[str] = []
-    for line, key, text in rows:
+    for line, key, text, time_text in rows:
         item, problem = _resolve(kind, key, titles, known)
         value, bad_rating = _parse_rating(text)
-        problem = problem or bad_rating
+        when, bad_time = _parse_time(time_text)
+        problem = problem or bad_rating or bad_time
         if problem is None and item in first_line:
             problem = f"movieId {item} rated again (first on {where} {first_line[item]})"
         if problem is not None:
             problems.append(f"{where} {line}: {problem}")
             continue
         first_line[item] = line
-        out.append((line, item, value))
+        out.append((line, item, value, when))
     if problems:
         _raise(name, problems)
     if len(out) < max(min_ratings, 1):
         raise ValueError(f"{name}: {len(out)} rating(s) ({where}s "
                          f"{', '.join(str(r[0]) for r in out) or 'none'}); "
                          f"at least {max(min_ratings, 1)} are needed")
-    lines, items, values = (list(c) for c in zip(*out, strict=True))
-    return pa.Table.from_arrays(
+    lines, items, values, times = (list(c) for c in zip(*out, strict=True))
+    table = pa.Table.from_arrays(
         [pa.array(lines, pa.int32()), pa.array(items, S.ID_TYPE),
          pa.array([titles.title_of[i] for i in items], pa.string()),
          pa.array(values, S.RATING_TYPE)], schema=NEW_USER_SCHEMA)
+    if rows and rows[0][3] is not None:  # the file has a timestamp column
+        table = table.append_column(S.TIMESTAMP, pa.array(times, pa.int64()))
+    return table
 
 
 def max_user_id(raw_dir: str | os.PathLike[str]) -> int:

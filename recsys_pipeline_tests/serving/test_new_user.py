@@ -113,6 +113,32 @@ def test_too_few_ratings(tmp_path: Path) -> None:
         parse_new_user_ratings(tmp_path / "nope.csv", MOVIES)
 
 
+def test_a_timestamp_column_is_kept(tmp_path: Path, tmp_lake: Path) -> None:
+    rows = [f"{row},{1_700_000_000 + 60 * n}" for n, row in enumerate(good_rows())]
+    table = parse_new_user_ratings(id_csv(tmp_path, rows, "movieId,rating,timestamp"), MOVIES)
+    assert table.column_names == [*NEW_USER_SCHEMA.names, S.TIMESTAMP]
+    assert table.column(S.TIMESTAMP).type == pa.int64()
+    assert table.column(S.TIMESTAMP).to_pylist() == [1_700_000_000 + 60 * n for n in range(20)]
+    assert parse_new_user_ratings(id_csv(tmp_path, good_rows()), MOVIES).schema == \
+        NEW_USER_SCHEMA  # no column, no timestamps
+
+    rows[3] = rows[3].rsplit(",", 1)[0] + ",yesterday"
+    rows[5] = rows[5].rsplit(",", 1)[0] + ",1.7e9"
+    with pytest.raises(ValueError, match=r"2 bad row\(s\):\n  line 5: timestamp 'yesterday' "
+                                         r"is not whole Unix seconds .*\n  line 7: timestamp "):
+        parse_new_user_ratings(id_csv(tmp_path, rows, "movieId,rating,timestamp"), MOVIES)
+
+
+def test_unreadable_sources_are_named(tmp_path: Path) -> None:
+    latin = tmp_path / "latin1.csv"
+    latin.write_bytes("title,rating\nFilm 10 (1960),4\nAm\u00e9lie,5\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.csv: line 3: byte 0xe9 is not UTF-8; save the "
+                                         "file as UTF-8"):
+        parse_new_user_ratings(latin, MOVIES)
+    with pytest.raises(ValueError, match=f"{tmp_path}: is a folder; give the new-user ratings"):
+        parse_new_user_ratings(tmp_path, MOVIES)
+
+
 def test_persist_new_user_writes_a_fresh_file(tmp_lake: Path) -> None:
     release = write_tiny_release(tmp_lake / "raw" / "tiny", n_users=30, n_items=40)
     shipped = {p.name: file_sha256(p) for p in release.iterdir()}
