@@ -54,7 +54,8 @@ def _release_path(config: MovielensReleaseConfig, lake: LakeResource) -> Path:
 def movielens_release(
     context: dg.AssetExecutionContext, config: MovielensReleaseConfig, lake: LakeResource
 ) -> dict:
-    """The MovieLens release being ingested: its name, layout, files and their SHA-256."""
+    """The MovieLens release being ingested: its name, layout, files and their SHA-256.
+    Every table is read once first, so a release that cannot be read changes nothing."""
     release = detect_release(_release_path(config, lake),
                              None if config.release == "auto" else config.release)
     described = release.describe()
@@ -63,7 +64,9 @@ def movielens_release(
     described["sha256"] = {p.name: file_sha256(p) for p in hashed}
     new_users = describe_new_users(lake.raw_dir()) if config.include_new_users else {}
     described["new_users"] = {"dir": str(lake.raw_dir() / NEW_USERS_DIR), "sha256": new_users}
+    rows = _read_every_table(release, described)
     context.add_output_metadata({
+        "rows_read": dg.MetadataValue.json(rows),
         "release": release.name,
         "layout": release.layout,
         "source": dg.MetadataValue.path(str(source)),
@@ -74,6 +77,20 @@ def movielens_release(
         "new_user_files": len(new_users),
     })
     return described
+
+
+def _read_every_table(release: Release, described: dict) -> dict[str, int]:
+    """Read every table of the release (ratings with the recorded new users) once and count
+    its rows: a file that cannot be read fails here, before this asset records the release
+    and before any ``clean/<table>`` is replaced, so a bad release leaves the lake as it was
+    (about 5 s more for 25M ratings)."""
+    rows = {}
+    for name in release.files:
+        table = read_table(release, name)
+        if name == "ratings":
+            table, _ = _with_new_users(table, release, described)
+        rows[name] = table.num_rows
+    return rows
 
 
 def _release(described: dict) -> Release:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -148,3 +149,32 @@ def test_empty_and_duplicate_ratings_are_dropped_with_reasons(tmp_lake, lake_res
         pa.compute.equal(ratings[S.USER_ID], int(first[0])),
         pa.compute.equal(ratings[S.ITEM_ID], int(first[1]))))
     assert row[S.RATING].to_pylist() == [1.0]
+
+
+def test_a_release_that_cannot_be_read_leaves_the_lake_as_it_was(
+        tmp_lake, lake_resources, tiny_release, tmp_path):
+    assert dg.materialize(ingest_assets, resources=lake_resources,
+                          run_config=_config(tiny_release)).success
+    before = {p.relative_to(tmp_lake): p.read_bytes()
+              for p in (tmp_lake / "clean").rglob("*") if p.is_file()}
+    before[Path("raw/movielens_release.json")] = (tmp_lake / "raw" /
+                                                  "movielens_release.json").read_bytes()
+    bad = tmp_path / "bad_release"
+    bad.mkdir()
+    movies = (tiny_release / "movies.csv").read_text().splitlines()
+    (bad / "movies.csv").write_text("\n".join(movies[:2]) + "\n")  # readable, one movie
+    (bad / "tags.csv").write_text("userId,movieId,tag,timestamp\n")
+    ratings = (tiny_release / "ratings.csv").read_text()
+    (bad / "ratings.csv").write_text(ratings.replace(",", ";"))
+
+    result = dg.materialize(ingest_assets, resources=lake_resources, run_config=_config(bad),
+                            raise_on_error=False)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failure.step_key == "raw__movielens_release"
+    assert "ratings.csv" in str(failure.event_specific_data.error)
+    after = {p.relative_to(tmp_lake): p.read_bytes()
+             for p in (tmp_lake / "clean").rglob("*") if p.is_file()}
+    after[Path("raw/movielens_release.json")] = (tmp_lake / "raw" /
+                                                 "movielens_release.json").read_bytes()
+    assert after == before  # neither the clean tables nor the recorded release changed
