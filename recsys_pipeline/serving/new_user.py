@@ -24,7 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys_pipeline import schema as S
-from recsys_pipeline.data.movielens import detect_release, read_table
+from recsys_pipeline.data.movielens import Release, detect_release, read_table
+from recsys_pipeline.data.raw_watch import ingested_release_name, ingested_source
 
 LINE = "line"  # source line (CSV) or 1-based entry (mapping) of a parsed rating
 NEW_USER_SCHEMA = pa.schema(
@@ -239,18 +240,40 @@ def parse_new_user_ratings(
     return table
 
 
+def _releases(raw: Path) -> list[Release]:
+    """The release last ingested (``raw/movielens_release.json``) and the one detected under
+    ``raw``, where they exist: a new id must be fresh in both."""
+    found: list[Release] = []
+    source, name = ingested_source(raw), ingested_release_name(raw)
+    if source is not None and source.exists():
+        found.append(detect_release(source, name or None))
+    try:
+        detected = detect_release(raw)
+    except (ValueError, FileNotFoundError):
+        if not found:
+            raise
+    else:
+        if not found or Path(detected.source) != Path(found[0].source):
+            found.append(detected)
+    return found
+
+
 def max_user_id(raw_dir: str | os.PathLike[str]) -> int:
-    """The largest ``userId`` under ``raw_dir``: the release's ratings and stored new users.
+    """The largest ``userId`` under ``raw_dir``: the ingested release's ratings (the one
+    ``raw/movielens_release.json`` records, e.g. a downloaded zip), the release folder
+    found under ``raw_dir``, and the stored new users.
 
     Args:
-        raw_dir: The lake's raw folder holding one release folder (or a release folder).
+        raw_dir: The lake's raw folder (or a release folder).
 
     Returns:
         The largest id (0 when there is none).
     """
     raw = Path(raw_dir)
-    ratings = read_table(detect_release(raw), "ratings").column(S.USER_ID)
-    largest = int(pc.max(ratings).as_py() or 0)
+    largest = 0
+    for release in _releases(raw):
+        ratings = read_table(release, "ratings").column(S.USER_ID)
+        largest = max(largest, int(pc.max(ratings).as_py() or 0))
     return max(largest, _max_stored(raw))
 
 

@@ -14,6 +14,7 @@ from recsys_pipeline.data.lake import file_sha256
 from recsys_pipeline.data.movielens import detect_release, read_table
 from recsys_pipeline.serving.new_user import (
     NEW_USER_SCHEMA,
+    max_user_id,
     parse_new_user_ratings,
     persist_new_user,
 )
@@ -186,6 +187,27 @@ def test_persisting_the_same_ratings_twice_stores_one_user(tmp_lake: Path) -> No
     changed = ratings.set_column(3, S.RATING, pa.array(
         np.r_[4.0, ratings.column(S.RATING).to_numpy()[1:]].astype(np.float32)))
     assert persist_new_user(changed, tmp_lake / "raw").user_id == 32  # one rating differs
+
+
+def test_new_ids_are_fresh_in_the_ingested_release_too(tmp_lake: Path, tmp_path: Path) -> None:
+    """A release ingested from elsewhere (a downloaded zip, a --path folder) counts, not only
+    the folder detected under raw/."""
+    import json
+
+    raw = tmp_lake / "raw"
+    write_tiny_release(raw / "tiny", n_users=30, n_items=40)
+    bigger = write_tiny_release(tmp_path / "ml-other", n_users=70, n_items=40)
+    assert max_user_id(raw) == 30  # nothing ingested yet: the folder under raw/
+    (raw / "movielens_release.json").write_text(json.dumps(
+        {"source": str(bigger), "name": "ml-latest-small"}))
+    assert max_user_id(raw) == 70
+    movies = read_table(detect_release(bigger), "movies")
+    ratings = parse_new_user_ratings({i: 4.0 for i in range(1, 21)}, movies)
+    assert persist_new_user(ratings, raw, timestamp=1).user_id == 71
+
+    (raw / "movielens_release.json").write_text(json.dumps(
+        {"source": str(tmp_path / "gone"), "name": "ml-latest-small"}))
+    assert max_user_id(raw) == 71  # a recorded release that is gone: the folder and stored
 
 
 def test_persist_rejects_off_scale_ratings(tmp_lake: Path) -> None:
