@@ -62,6 +62,8 @@ def _cmd_query(args: argparse.Namespace) -> int:
             params = ", ".join(f"{k}={v}" for k, v in q.params.items())
             print(f"{q.name:<20} {q.description}" + (f"  [{params}]" if params else ""))
         return 0
+    if args.max_rows < 0:
+        raise ValueError(f"--max-rows {args.max_rows} must be >= 0")
     params = _parse_params(args.param)
     if args.saved:
         query = get_saved_query(args.saved)

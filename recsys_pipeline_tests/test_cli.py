@@ -34,6 +34,11 @@ def test_query_prints_a_table(small_lake, capsys):
     assert out[-1] == "(2 rows)"
 
 
+def test_negative_max_rows_is_refused(small_lake, capsys):
+    code = cli.main(["--lake", str(small_lake), "query", "SELECT 1", "--max-rows", "-1"])
+    assert code == 2 and "--max-rows -1 must be >= 0" in capsys.readouterr().err
+
+
 def test_saved_query_with_param(small_lake, capsys):
     code = cli.main(["--lake", str(small_lake), "query", "--saved", "best_rated",
                      "--param", "min_ratings=2"])

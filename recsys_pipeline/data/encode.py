@@ -72,7 +72,8 @@ def _lookup(known: np.ndarray, ids: np.ndarray, what: str) -> np.ndarray:
     if (pos < 0).any():
         bad = np.unique(ids[pos < 0])
         raise ValueError(
-            f"unknown {what}: {len(bad)} id(s) not in the id map, e.g. {bad[:_SHOW].tolist()}"
+            f"unknown {what} {bad[:_SHOW].tolist()}"
+            f"{f' and {len(bad) - _SHOW} more' if len(bad) > _SHOW else ''}: not in the id map"
         )
     return pos.astype(np.int32)
 

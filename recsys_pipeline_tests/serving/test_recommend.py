@@ -75,7 +75,8 @@ def test_recommend_short_list_when_few_unrated(world: World) -> None:
 
 
 @pytest.mark.parametrize(("user_id", "k", "message"), [
-    (999_999, 5, "unknown user_id"), (int(USER_IDS[0]), 0, "k=0"),
+    (999_999, 5, "unknown user_id 999999: not one of the model.s 40 users .*new-user"),
+    (int(USER_IDS[0]), 0, "k=0"),
     (int(USER_IDS[0]), N_ITEMS + 1, f"k={N_ITEMS + 1}"),
 ])
 def test_recommend_rejects(world: World, user_id: int, k: int, message: str) -> None:
