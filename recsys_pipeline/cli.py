@@ -176,7 +176,11 @@ def _cmd_similar(args: argparse.Namespace) -> int:
 def _cmd_new_user(args: argparse.Namespace) -> int:
     from recsys_pipeline.serving.fold_in import FoldInConfig, fold_in
     from recsys_pipeline.serving.lake_models import load_movies
-    from recsys_pipeline.serving.new_user import parse_new_user_ratings, persist_new_user
+    from recsys_pipeline.serving.new_user import (
+        overlapping_new_users,
+        parse_new_user_ratings,
+        persist_new_user,
+    )
 
     movies = load_movies(args.lake)
     ratings = parse_new_user_ratings(args.ratings, movies, args.min_ratings)
@@ -191,6 +195,11 @@ def _cmd_new_user(args: argparse.Namespace) -> int:
         stored = persist_new_user(ratings, Path(args.lake) / "raw")
         again = " already (same ratings; nothing written)" if stored.stored_before else ""
         print(f"stored{again} as user_id {stored.user_id}: {stored.path}")
+        for user, path, common in overlapping_new_users(Path(args.lake) / "raw", ratings):
+            if user != stored.user_id:
+                print(f"note: stored new user {user} ({path}) rated {common} of these "
+                      f"{ratings.num_rows} movies; if that is the same person, delete or edit "
+                      "one of the two files so they are not counted twice")
     return 0
 
 

@@ -275,6 +275,16 @@ def test_new_user_recommends_and_persists(lake, capsys, tmp_path):
     assert code == 0, err
     assert f"stored already (same ratings; nothing written) as user_id 31: {stored}" in again
     assert sorted(p.name for p in stored.parent.iterdir()) == ["user_31.csv"]
+    assert "note:" not in again
+
+    csv.write_text(csv.read_text().replace("20,1.0", "20,2.0"))  # one rating changed
+    code, changed, err = _run(lake, capsys, "new-user", "--ratings", str(csv), "--model", "mf",
+                              "--persist")
+    assert code == 0, err
+    assert "stored as user_id 32" in changed
+    assert (f"note: stored new user 31 ({stored}) rated 20 of these 20 movies; if that is the "
+            "same person, delete or edit one of the two files") in changed
+    (stored.parent / "user_32.csv").unlink()  # the other tests count the stored users
 
 
 def test_new_user_too_few_ratings(lake, capsys, tmp_path):

@@ -15,7 +15,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -283,21 +283,45 @@ def _max_stored(raw: Path) -> int:
     return max(found, default=0)
 
 
-def _stored_with_same_ratings(raw: Path, ratings: pa.Table) -> tuple[int, Path] | None:
-    """The (userId, file) of a stored new user with exactly these (movieId, rating) pairs."""
-    want = sorted(zip(ratings.column(S.ITEM_ID).to_pylist(),
-                      (float(r) for r in ratings.column(S.RATING).to_pylist()), strict=True))
+def _stored_users(raw: Path) -> Iterator[tuple[int, Path, list[tuple[int, float]]]]:
+    """``(userId, file, sorted (movieId, rating) pairs)`` of each stored new-user file this
+    module could have written (others are skipped: ingestion reports them)."""
     for path in sorted((raw / NEW_USERS_DIR).glob("user_*.csv")):
         with path.open(newline="") as f:
             rows = list(csv.DictReader(f))
         try:
-            have = sorted((int(r["movieId"]), float(r["rating"])) for r in rows)
-            user = {int(r["userId"]) for r in rows}
+            pairs = sorted((int(r["movieId"]), float(r["rating"])) for r in rows)
+            users = {int(r["userId"]) for r in rows}
         except (KeyError, TypeError, ValueError):
-            continue  # not a file this module wrote; ingestion reports it
-        if have == want and len(user) == 1:
-            return user.pop(), path
-    return None
+            continue
+        if len(users) == 1:
+            yield users.pop(), path, pairs
+
+
+def _pairs(ratings: pa.Table) -> list[tuple[int, float]]:
+    return sorted(zip(ratings.column(S.ITEM_ID).to_pylist(),
+                      (float(r) for r in ratings.column(S.RATING).to_pylist()), strict=True))
+
+
+def _stored_with_same_ratings(raw: Path, ratings: pa.Table) -> tuple[int, Path] | None:
+    """The (userId, file) of a stored new user with exactly these (movieId, rating) pairs."""
+    want = _pairs(ratings)
+    return next(((user, path) for user, path, have in _stored_users(raw) if have == want), None)
+
+
+def overlapping_new_users(raw_dir: str | os.PathLike[str], ratings: pa.Table,
+                          min_share: float = 0.8) -> list[tuple[int, Path, int]]:
+    """Stored new users who rated at least ``min_share`` of the movies in ``ratings``,
+    perhaps the same person stored before with a rating changed, added or removed.
+
+    Returns:
+        ``(userId, file, movies in common)`` per such user, most in common first.
+    """
+    movies = set(ratings.column(S.ITEM_ID).to_pylist())
+    found = [(user, path, len(movies & {m for m, _ in pairs}))
+             for user, path, pairs in _stored_users(Path(raw_dir))]
+    return sorted((f for f in found if f[2] >= min_share * len(movies) > 0),
+                  key=lambda f: (-f[2], f[0]))
 
 
 def _csv_text(user_id: int, ratings: pa.Table, timestamp: int) -> str:

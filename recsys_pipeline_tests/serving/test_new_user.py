@@ -15,6 +15,7 @@ from recsys_pipeline.data.movielens import detect_release, read_table
 from recsys_pipeline.serving.new_user import (
     NEW_USER_SCHEMA,
     max_user_id,
+    overlapping_new_users,
     parse_new_user_ratings,
     persist_new_user,
 )
@@ -187,6 +188,24 @@ def test_persisting_the_same_ratings_twice_stores_one_user(tmp_lake: Path) -> No
     changed = ratings.set_column(3, S.RATING, pa.array(
         np.r_[4.0, ratings.column(S.RATING).to_numpy()[1:]].astype(np.float32)))
     assert persist_new_user(changed, tmp_lake / "raw").user_id == 32  # one rating differs
+
+
+def test_overlapping_new_users_are_found(tmp_lake: Path) -> None:
+    release = write_tiny_release(tmp_lake / "raw" / "tiny", n_users=30, n_items=40)
+    movies = read_table(detect_release(release), "movies")
+    raw = tmp_lake / "raw"
+    first = persist_new_user(parse_new_user_ratings({i: 4.0 for i in range(1, 21)}, movies),
+                             raw, timestamp=1)
+    other = persist_new_user(parse_new_user_ratings({i: 2.0 for i in range(21, 41)}, movies),
+                             raw, timestamp=1)
+    changed = parse_new_user_ratings({**{i: 4.0 for i in range(1, 20)}, 20: 1.0}, movies)
+    assert overlapping_new_users(raw, changed) == [(first.user_id, first.path, 20)]
+    fewer = parse_new_user_ratings({i: 4.0 for i in range(1, 16)}, movies, min_ratings=1)
+    assert overlapping_new_users(raw, fewer) == [(first.user_id, first.path, 15)]
+    mixed = parse_new_user_ratings({i: 3.0 for i in range(11, 31)}, movies)  # 10 + 10
+    assert overlapping_new_users(raw, mixed) == []
+    assert overlapping_new_users(raw, mixed, min_share=0.5) == [
+        (first.user_id, first.path, 10), (other.user_id, other.path, 10)]
 
 
 def test_new_ids_are_fresh_in_the_ingested_release_too(tmp_lake: Path, tmp_path: Path) -> None:
