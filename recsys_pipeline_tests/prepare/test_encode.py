@@ -76,7 +76,10 @@ def test_both_directions_round_trip() -> None:
 @pytest.mark.parametrize(
     ("call", "match"),
     [
-        (lambda m: m.to_user_idx(np.array([7, 8, 1000])), r"user_id: 2 id\(s\).*\[8, 1000\]"),
+        (lambda m: m.to_user_idx(np.array([7, 8, 1000])),
+         r"unknown user_id \[8, 1000\]: not in the id map"),
+        (lambda m: m.to_user_idx(np.arange(100, 108)),
+         r"unknown user_id \[100, 101, 102, 103, 104\] and 3 more: not in the id map"),
         (lambda m: m.to_item_idx(np.array([6])), r"item_id.*\[6\]"),
         (lambda m: m.to_user_ids(np.array([0, 3])), r"user_idx.*\[3\]"),
         (lambda m: m.to_item_ids(np.array([-1, 1])), r"item_idx.*\[-1\]"),
