@@ -95,8 +95,9 @@ def check_model_maps(model: nn.Module, maps: IdMaps) -> None:
 
 def one_user_idx(maps: IdMaps, user_id: int) -> int:
     """The ``user_idx`` of one original ``user_id`` (ValueError naming an unknown id)."""
-    if user_id not in set(maps.users.column(S.USER_ID).to_numpy().tolist()):
-        raise ValueError(f"unknown user_id {user_id}: not one of the model's {maps.n_users} users "
-                         "(it had no training ratings when the model was trained): retrain, "
-                         "or fold the user in with new-user --ratings")
-    return int(maps.to_user_idx(np.asarray([user_id], dtype=np.int64))[0])
+    try:
+        return int(maps.to_user_idx(np.asarray([user_id], dtype=np.int64))[0])
+    except ValueError:
+        raise ValueError(f"unknown user_id {user_id}: not one of the model's {maps.n_users} "
+                         "users (it had no training ratings when the model was trained): "
+                         "retrain, or fold the user in with new-user --ratings") from None
