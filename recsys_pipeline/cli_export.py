@@ -38,7 +38,8 @@ onnxruntime vs torch: max abs difference {diff:.3g}
 RETRIEVAL_NOTE = """
 user_vectors.parquet / item_vectors.parquet: user_id / item_id and a {dim}-float vector each,
 for a nearest-neighbour (maximum inner product) index: a user's top-K items are the K
-largest user · item, the model's own order ({score}). Leave out the user's rated items.
+largest user · item, the model's own order ({score}). Leave out the items the user has
+rated (the lake's clean/ratings.parquet: user_id, item_id), as recommend does.
 
 from recsys_pipeline.serving.retrieval import read_vectors  # or pyarrow: column "vector"
 user_ids, users = read_vectors("user_vectors.parquet")
