@@ -142,7 +142,7 @@ def fit_and_pick(name: str, task: str, grid: Grid,
     label, result, model, seconds = best
     hist = result.history
     return Row(task, name, label, result.best_metric, test(model), seconds, len(hist),
-               result.best_epoch, float(np.mean([h["train_seconds"] for h in hist])),
+               result.best_epoch, float(np.mean([h["epoch_train_seconds"] for h in hist])),
                float(np.mean([h["samples_per_s"] for h in hist])), tried)
 
 

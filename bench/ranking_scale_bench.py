@@ -136,7 +136,7 @@ def train_speed(rows: list[Row], name: str, model: torch.nn.Module, data: Any,
             model, part, None, config), device, f"batch {batch_size}")
     last = result.history[-1]
     rows[-1].samples_per_s = last["samples_per_s"]
-    rows[-1].epoch_seconds = last["train_seconds"] if args.full_epoch else n / last[
+    rows[-1].epoch_seconds = last["epoch_train_seconds"] if args.full_epoch else n / last[
         "samples_per_s"]
     print(f"  {'':<34} {last['samples_per_s']:10,.0f} samples/s, epoch of {n:,}: "
           f"{rows[-1].epoch_seconds:,.0f} s{'' if args.full_epoch else ' (implied)'}",

@@ -117,7 +117,7 @@ class RankingFitResult:
 
     Attributes:
         history: One dict per epoch: epoch, train_loss, valid_* (evaluated epochs),
-            samples_per_s, train_seconds, seconds.
+            samples_per_s, epoch_train_seconds (the epoch's training pass), seconds.
         best_epoch: Epoch whose weights the model holds (the last epoch without validation).
         best_metric: ``monitor`` at that epoch.
         monitor: The metric name.
@@ -265,7 +265,7 @@ def _epoch(run: _Run, epoch: int, state: dict[str, Any], validate: Validate | No
         run.model.eval()
         with torch.no_grad():
             metrics.update({f"valid_{k}": float(v) for k, v in validate(run.model).items()})
-    metrics.update(samples_per_s=len(run.data) / max(train_s, 1e-9), train_seconds=train_s,
+    metrics.update(samples_per_s=len(run.data) / max(train_s, 1e-9), epoch_train_seconds=train_s,
                    seconds=time.perf_counter() - t0)
     improved = False
     if evaluated or validate is None:

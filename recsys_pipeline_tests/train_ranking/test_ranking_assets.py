@@ -102,6 +102,11 @@ def test_every_ranking_model_logs_one_run(materialized) -> None:
             curve = client.get_metric_history(run.info.run_id, "valid_ndcg_at_10")
             assert [m.step for m in curve] == [1, 2]  # one point per epoch
             assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 2
+            epochs = client.get_metric_history(run.info.run_id, "epoch_train_seconds")
+            assert [m.step for m in epochs] == [1, 2]
+            # the run's train_seconds is the whole fit, not the last epoch's pass
+            assert metrics["train_seconds"] >= sum(m.value for m in epochs)
+            assert len(client.get_metric_history(run.info.run_id, "train_seconds")) == 1
         if PROTOCOL[family] == "strong_generalization":
             assert 0.0 <= metrics["peruser_test_ndcg_at_10"] <= 1.0
             assert metrics["test_recall_at_20"] <= 1.0
