@@ -149,8 +149,10 @@ def make_study(settings: TuneSettings) -> optuna.Study:
     """A minimising study with a seeded ``TPESampler`` and a ``MedianPruner``."""
     sampler = optuna.samplers.TPESampler(seed=settings.seed,
                                          n_startup_trials=settings.tpe_startup_trials)
+    # steps are 1-based epochs and optuna prunes from step n_warmup_steps on: + 1 keeps the
+    # first pruner_warmup_epochs epochs safe
     pruner = optuna.pruners.MedianPruner(n_startup_trials=settings.pruner_startup_trials,
-                                         n_warmup_steps=settings.pruner_warmup_epochs)
+                                         n_warmup_steps=settings.pruner_warmup_epochs + 1)
     return optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner)
 
 

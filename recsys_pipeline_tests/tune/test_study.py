@@ -72,11 +72,12 @@ def test_every_family_tunes_three_or_more_params(
     assert set(result.best_params) == tuned and len(tuned) >= 3
 
 
-def test_worse_trial_is_pruned(planted_data: ExperimentData) -> None:
+@pytest.mark.parametrize("warmup", [0, 1, 2])
+def test_worse_trial_is_pruned(planted_data: ExperimentData, warmup: int) -> None:
     """A first trial with a good learning rate, then one too small to move: the median pruner
-    (no startup or warm-up allowance) must stop the second after its first epoch."""
+    (no startup allowance) must stop the second right after its ``warmup`` safe epochs."""
     settings = dataclasses.replace(FAST, n_trials=2, epochs=4, patience=None,
-                                   pruner_startup_trials=1, pruner_warmup_epochs=0)
+                                   pruner_startup_trials=1, pruner_warmup_epochs=warmup)
     seen: list[TrialOutcome] = []
 
     @contextlib.contextmanager
@@ -91,7 +92,7 @@ def test_worse_trial_is_pruned(planted_data: ExperimentData) -> None:
     assert good.state == optuna.trial.TrialState.COMPLETE
     assert len(good.intermediate_values) == 4
     assert bad.state == optuna.trial.TrialState.PRUNED
-    assert list(bad.intermediate_values) == [1]  # stopped after epoch 1
+    assert list(bad.intermediate_values) == list(range(1, warmup + 2))  # epochs run
     assert bad.intermediate_values[1] > good.intermediate_values[1]
     assert [o.state for o in seen] == [COMPLETE, PRUNED]
     assert result.states == {"COMPLETE": 1, "PRUNED": 1, "FAIL": 0}
