@@ -187,6 +187,17 @@ def _metadata(tracked: TrackedRun, hashes: dict[str, str]) -> dict[str, object]:
     return meta
 
 
+def run_tags(context: dg.AssetExecutionContext, lake: LakeResource, family: str
+             ) -> tuple[dict[str, str], dict[str, str]]:
+    """The tags of a rating model's run (Dagster run and asset, family, the ingested release
+    the champion gate compares, the splits' SHA-256) and those hashes by split."""
+    hashes = split_hashes(lake)
+    tags = {TAG_DAGSTER_RUN: context.run_id, TAG_ASSET: context.asset_key.to_user_string(),
+            TAG_FAMILY: family, TAG_RELEASE: ingested_release_name(lake.raw_dir()),
+            **{SPLIT_TAGS[name]: h for name, h in hashes.items()}}
+    return tags, hashes
+
+
 def _train(context: dg.AssetExecutionContext, model_config: object, loop: TrainConfig,
            inputs: dict, mlflow: MlflowResource, lake: LakeResource,
            features: ItemFeatures | None = None) -> RatingModel:
@@ -194,11 +205,7 @@ def _train(context: dg.AssetExecutionContext, model_config: object, loop: TrainC
     data = ExperimentData.from_tables(
         inputs["train"], inputs["valid"], inputs["test"], inputs["user_map"].num_rows,
         inputs["item_map"].num_rows, features)
-    hashes = split_hashes(lake)
-    tags = {TAG_DAGSTER_RUN: context.run_id, TAG_ASSET: context.asset_key.to_user_string(),
-            TAG_FAMILY: MODEL_CLASSES[type(model_config)].family,
-            TAG_RELEASE: ingested_release_name(lake.raw_dir()),
-            **{SPLIT_TAGS[name]: h for name, h in hashes.items()}}
+    tags, hashes = run_tags(context, lake, MODEL_CLASSES[type(model_config)].family)
     tracked = train_and_track(
         mlflow, context.log, name=context.asset_key.path[-1], data=data,
         model_config=model_config, train_config=loop, tags=tags,

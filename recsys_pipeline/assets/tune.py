@@ -15,7 +15,7 @@ from recsys_pipeline.assets.train import (
     MODEL_IO,
     PREFIX,
     SIDE_INS,
-    split_hashes,
+    run_tags,
     split_params,
 )
 from recsys_pipeline.data.item_features import item_side_features
@@ -23,13 +23,7 @@ from recsys_pipeline.metadata import markdown_table, png_markdown
 from recsys_pipeline.model_io import DeviceResource
 from recsys_pipeline.models.base import RatingModel
 from recsys_pipeline.resources import LakeResource
-from recsys_pipeline.tracking import (
-    SPLIT_TAGS,
-    TAG_ASSET,
-    TAG_DAGSTER_RUN,
-    TAG_FAMILY,
-    MlflowResource,
-)
+from recsys_pipeline.tracking import MlflowResource
 from recsys_pipeline.tracking_tune import TunedRun, tune_and_track
 from recsys_pipeline.training.experiment import ExperimentData, ItemFeatures
 from recsys_pipeline.tuning import SearchSpace, TuneSettings, check_family
@@ -127,9 +121,7 @@ def tuned_model(context: dg.AssetExecutionContext, config: TunedModelConfig,
     data = ExperimentData.from_tables(
         inputs["train"], inputs["valid"], inputs["test"], inputs["user_map"].num_rows,
         inputs["item_map"].num_rows, _features(family, inputs))
-    hashes = split_hashes(lake)
-    tags = {TAG_DAGSTER_RUN: context.run_id, TAG_ASSET: context.asset_key.to_user_string(),
-            TAG_FAMILY: family, **{SPLIT_TAGS[name]: h for name, h in hashes.items()}}
+    tags, hashes = run_tags(context, lake, family)
     tuned = tune_and_track(
         mlflow, context.log, name=context.asset_key.path[-1], data=data, family=family,
         space=config.to_space(), settings=config.to_settings(device.device), tags=tags,

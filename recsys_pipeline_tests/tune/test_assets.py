@@ -15,6 +15,7 @@ from recsys_pipeline.assets.ingest import ingest_assets
 from recsys_pipeline.assets.prepare import prepare_assets
 from recsys_pipeline.assets.tune import tune_assets, tune_job, tuned_model
 from recsys_pipeline.cli_tune import add_parser, root_cause
+from recsys_pipeline.data.raw_watch import ingested_release_name
 from recsys_pipeline.model_io import build_train_resources
 from recsys_pipeline.models.base import load_model
 from recsys_pipeline.models.mf import MFModel
@@ -71,6 +72,10 @@ def test_tuned_model_writes_parent_and_nested_trial_runs(lake: Path) -> None:
     final = client.get_run(final_id)
     assert final.data.tags["mlflow.parentRunId"] == parent_id
     assert final.data.tags["tune.role"] == "final"
+    # the release the champion gate compares across retrains (was missing on tuned runs)
+    release = ingested_release_name(lake / "raw")
+    assert release and final.data.tags["data.release"] == release
+    assert client.get_model_version("recsys-mf", "1").tags["data.release"] == release
     assert "test_rmse" in final.data.metrics
     assert parent.data.metrics["test_rmse"] == final.data.metrics["test_rmse"]
     versions = client.search_model_versions("name = 'recsys-mf'")
