@@ -26,9 +26,11 @@ better one.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import mlflow
 import mlflow.artifacts
@@ -48,6 +50,8 @@ CHAMPION = "champion"
 TAG_SELECTION = "selection_metric"
 TAG_VALID_SHA = "data.valid_sha256"
 TAG_RELEASE = "data.release"
+TAG_SPLIT = "data.split_config"  # the split's config (split_signature) a version trained on
+SPLIT_PARAM_PREFIX = "data.split."
 
 # champion rescorer: (champion version, metric) -> (champion value, challenger value on the
 # same rows, rows compared, validation rows of the challenger)
@@ -153,9 +157,17 @@ def current_champion(client: MlflowClient, name: str
     return version, contender
 
 
+def split_signature(params: Mapping[str, Any] | None) -> str:
+    """The split's config from a run's ``data.split.*`` params, as one canonical string
+    (``""`` without them): versions trained on different splits are not compared."""
+    split = {k.removeprefix(SPLIT_PARAM_PREFIX): str(v) for k, v in (params or {}).items()
+             if k.startswith(SPLIT_PARAM_PREFIX)}
+    return json.dumps(split, sort_keys=True) if split else ""
+
+
 def gate(client: MlflowClient, name: str, version: str, new: Contender,
          policy: GatePolicy | None = None, release: str = "",
-         rescore: Rescorer | None = None) -> GateDecision:
+         rescore: Rescorer | None = None, split: str = "") -> GateDecision:
     """Tag ``version`` with its selection score and release, and apply the champion gate.
 
     Args:
@@ -167,6 +179,9 @@ def gate(client: MlflowClient, name: str, version: str, new: Contender,
         release: The MovieLens release trained on ("" = unknown: not compared).
         rescore: Re-scores the champion (and the challenger) on the challenger's
             validation rows; None where the family cannot be re-scored.
+        split: The challenger's :func:`split_signature` ("" = not compared). A champion
+            trained on another split config is not re-scored (the challenger's validation
+            rows may be in its training data): the current split's model takes over.
 
     Returns:
         The decision; the alias has moved when ``promoted``.
@@ -176,6 +191,8 @@ def gate(client: MlflowClient, name: str, version: str, new: Contender,
             "selection_mode": new.mode, TAG_VALID_SHA: new.valid_sha256}
     if release:
         tags[TAG_RELEASE] = release
+    if split:
+        tags[TAG_SPLIT] = split
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
     found = current_champion(client, name)
@@ -185,14 +202,14 @@ def gate(client: MlflowClient, name: str, version: str, new: Contender,
         decision = GateDecision(won, reason, challenger_value=new.value, champion_value=None,
                                 champion_version=None, champion_valid_sha256=None, **base)
     else:
-        decision = _against(found, new, policy, release, rescore, base)
+        decision = _against(found, new, policy, release, split, rescore, base)
     if decision.promoted:
         client.set_registered_model_alias(name, CHAMPION, version)
     return decision
 
 
 def _against(found: tuple[ModelVersion, Contender], new: Contender, policy: GatePolicy,
-             release: str, rescore: Rescorer | None, base: dict) -> GateDecision:
+             release: str, split: str, rescore: Rescorer | None, base: dict) -> GateDecision:
     champion, current = found
     known = {"champion_version": str(champion.version),
              "champion_valid_sha256": current.valid_sha256, **base}
@@ -201,6 +218,13 @@ def _against(found: tuple[ModelVersion, Contender], new: Contender, policy: Gate
         return GateDecision(True, f"the champion was trained on {old_release}, the challenger "
                                   f"on {release}: not comparable, the new release's model "
                                   "takes over", challenger_value=new.value,
+                            champion_value=None, **known)
+    old_split = champion.tags.get(TAG_SPLIT, "")
+    if split and old_split and split != old_split:
+        return GateDecision(True, f"the champion was trained on another split ({old_split}), "
+                                  f"the challenger on {split}: not comparable (the new "
+                                  "validation rows may be the champion's training rows), the "
+                                  "current split's model takes over", challenger_value=new.value,
                             champion_value=None, **known)
     same_data = current.valid_sha256 == new.valid_sha256 and current.metric == new.metric
     if not same_data and rescore is not None and current.metric == new.metric:
@@ -261,5 +285,6 @@ def rating_rescorer(model: object, valid: RatingData, maps: IdMaps,
     return rescore
 
 
-__all__ = ["CHAMPION", "TAG_RELEASE", "TAG_SELECTION", "TAG_VALID_SHA", "GateDecision",
-           "GatePolicy", "current_champion", "gate", "rating_rescorer"]
+__all__ = ["CHAMPION", "TAG_RELEASE", "TAG_SELECTION", "TAG_SPLIT", "TAG_VALID_SHA",
+           "GateDecision", "GatePolicy", "current_champion", "gate", "rating_rescorer",
+           "split_signature"]

@@ -47,6 +47,7 @@ from recsys_pipeline.champion import (  # noqa: F401 (CHAMPION: re-exported)
     Rescorer,
     gate,
     rating_rescorer,
+    split_signature,
 )
 from recsys_pipeline.data.encode import IdMaps
 from recsys_pipeline.evaluation.rescore import PAIR_METRICS
@@ -266,7 +267,8 @@ def train_and_track(
             rescore = _rescorer(result, data, id_maps, params, eval_config,
                                 tracker.resolved_tracking_uri())
             decision = gate(tracker.client(), registered, version, contender,
-                            tracker.gate_policy(), tags.get(TAG_RELEASE, ""), rescore)
+                            tracker.gate_policy(), tags.get(TAG_RELEASE, ""), rescore,
+                            split_signature(params))
         mlflow.set_tags(decision.tags() if decision else
                         {"champion": "false", "champion_reason": "not registered"})
         won, reason = (decision.promoted, decision.reason) if decision else (False,

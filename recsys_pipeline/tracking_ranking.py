@@ -22,7 +22,13 @@ import dagster as dg
 import mlflow
 from torch import nn
 
-from recsys_pipeline.champion import TAG_RELEASE, GateDecision, Rescorer, gate
+from recsys_pipeline.champion import (
+    TAG_RELEASE,
+    GateDecision,
+    Rescorer,
+    gate,
+    split_signature,
+)
 from recsys_pipeline.data.raw_watch import ingested_release_name
 from recsys_pipeline.evaluation.selection import Contender
 from recsys_pipeline.model_io import ModelIOManager
@@ -95,7 +101,8 @@ class TrackedRanking:
 
 
 def _register(tracker: MlflowResource, run_id: str, family: str, valid: float,
-              valid_sha: str, rescore: Rescorer | None) -> tuple[str, GateDecision] | None:
+              valid_sha: str, rescore: Rescorer | None, split: str = ""
+              ) -> tuple[str, GateDecision] | None:
     """Register ``runs:/<run>/model`` as a version of ``recsys-<family>``; apply the
     champion gate on the validation NDCG@10 (higher is better). On changed validation data
     ``rescore`` (``tracking_rescore.rescorer``) compares both on the same rows; without one,
@@ -112,7 +119,7 @@ def _register(tracker: MlflowResource, run_id: str, family: str, valid: float,
         mlflow.set_tag(TAG_RELEASE, release)
     contender = Contender(SELECTION_METRIC, valid, "max", valid_sha)
     return version, gate(client, name, version, contender, tracker.gate_policy(), release,
-                         rescore)
+                         rescore, split)
 
 
 def train_and_track_ranking(
@@ -154,7 +161,8 @@ def train_and_track_ranking(
                             tracker.resolved_tracking_uri())
         valid = outcome.valid.get(SELECTION_METRIC, float("nan"))
         registered = _register(tracker, run.info.run_id, family, valid,
-                               tags.get(TAG_RANKING_VALID_SHA, ""), rescore)
+                               tags.get(TAG_RANKING_VALID_SHA, ""), rescore,
+                               split_signature(params))
         if registered is None:
             mlflow.set_tags({"champion": "false", "champion_reason": "not registered"})
             return TrackedRanking(outcome, run.info.run_id, None, False, "not registered")

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from recsys_pipeline.champion import CHAMPION, TAG_RELEASE
+from recsys_pipeline.champion import CHAMPION, TAG_RELEASE, TAG_SPLIT, split_signature
 from recsys_pipeline.evaluation.rating import predict, rmse
 from recsys_pipeline.evaluation.topk import evaluate_topk
 from recsys_pipeline.models.mf import MFConfig
@@ -103,6 +103,40 @@ def test_a_model_of_another_release_takes_over(tracker, planted_data) -> None:
     assert _champion_version(tracker) == other.registered_version
 
 
+def test_a_model_of_another_split_config_takes_over_unrescored(tracker, planted_data) -> None:
+    """After ratios or leave_last_k change, the new validation rows may be rows the champion
+    trained on, so re-scoring it there would flatter it: the current split's model wins."""
+    first = {"data.split.method": "user_temporal", "data.split.ratios": [0.8, 0.1, 0.1]}
+    tags = {TAG_DAGSTER_RUN: "r", TAG_FAMILY: "mf", TAG_TRAIN_SHA: "t" * 64,
+            TAG_RELEASE: "ml-latest-small"}
+
+    def train(loop: TrainConfig, valid_sha: str, params: dict):
+        return train_and_track(tracker, _Log(), name="mf_model", data=planted_data,
+                               model_config=MFConfig(n_factors=4, l2=0.01, seed=3),
+                               train_config=loop, tags={**tags, TAG_VALID_SHA: valid_sha},
+                               id_maps=_maps(planted_data), params=params)
+
+    champion = train(GOOD, "A", first)
+    assert champion.champion
+    version = tracker.client().get_model_version("recsys-mf", champion.registered_version)
+    assert version.tags[TAG_SPLIT] == split_signature(first)
+    same_split = train(BAD, "B", first)  # same split config, other data: re-scored
+    assert not same_split.champion and same_split.gate.compared_rows > 0
+    other = {**first, "data.split.ratios": [0.7, 0.15, 0.15]}
+    worse = train(BAD, "C", other)
+    assert worse.champion and worse.gate.compared_rows is None
+    assert "trained on another split" in worse.champion_reason and "0.7" in \
+        worse.champion_reason
+    assert _champion_version(tracker) == worse.registered_version
+
+
+def test_split_signature_is_canonical() -> None:
+    assert split_signature(None) == split_signature({"model.lr": 1}) == ""
+    a = split_signature({"data.split.method": "random", "data.split.seed": 0, "x": 1})
+    assert a == split_signature({"data.split.seed": "0", "data.split.method": "random"})
+    assert a != split_signature({"data.split.method": "random", "data.split.seed": 1})
+
+
 def test_bad_gate_settings_are_refused(tracker) -> None:
     with pytest.raises(ValueError, match="champion_when_incomparable='maybe'"):
         MlflowResource(lake=tracker.lake, champion_when_incomparable="maybe").gate_policy()
@@ -140,6 +174,11 @@ def test_a_ranker_champion_is_rescored_by_top_k_on_users_it_knows(tracker, plant
     assert gate.champion_value == pytest.approx(expected["ndcg@10"])
     assert gate.challenger_value == pytest.approx(gate.champion_value) and not tie.champion
 
+    # another split config: not re-scored, the current split's model takes over
     rand = _train_popularity(tracker, planted_data, "C", maps, split="random")
-    assert not rand.champion and rand.gate.champion_value is None
-    assert "'random'" in rand.gate.reason
+    assert rand.champion and "trained on another split" in rand.gate.reason
+    # on a random split a changed validation set cannot be re-scored (no time order to
+    # know which rows the champion trained on): the incomparable policy keeps the champion
+    again = _train_popularity(tracker, planted_data, "D", maps, split="random")
+    assert not again.champion and again.gate.champion_value is None
+    assert "'random'" in again.gate.reason
