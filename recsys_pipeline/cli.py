@@ -174,6 +174,7 @@ def _cmd_similar(args: argparse.Namespace) -> int:
 
 
 def _cmd_new_user(args: argparse.Namespace) -> int:
+    from recsys_pipeline.data.raw_watch import ingested_rating_scale
     from recsys_pipeline.serving.fold_in import FoldInConfig, fold_in
     from recsys_pipeline.serving.lake_models import load_movies
     from recsys_pipeline.serving.new_user import (
@@ -183,7 +184,8 @@ def _cmd_new_user(args: argparse.Namespace) -> int:
     )
 
     movies = load_movies(args.lake)
-    ratings = parse_new_user_ratings(args.ratings, movies, args.min_ratings)
+    ratings = parse_new_user_ratings(args.ratings, movies, args.min_ratings,
+                                     ingested_rating_scale(Path(args.lake) / "raw"))
     served = _serving_model(args)
     folded = fold_in(served.model, ratings, served.maps, FoldInConfig(unknown="skip"))
     skipped = f", {len(folded.skipped_item_ids)} movies unknown to the model skipped" \

@@ -356,3 +356,26 @@ def test_new_user_timestamps_order_a_sequence_model_and_are_stored(lake, capsys,
     lines = stored.read_text().splitlines()[1:]
     assert sorted(int(line.split(",")[3]) for line in lines) == times.tolist()
     stored.unlink()  # other tests of the module count the stored users
+
+
+def test_new_user_ratings_follow_the_ingested_release_scale(lake, capsys, tmp_path):
+    """On a whole-star release (ml-1m, ml-100k) half stars are refused up front: stored,
+    they would fail every later ingest."""
+    import json
+
+    record = lake / "raw" / "movielens_release.json"
+    saved = record.read_text()
+    described = json.loads(saved)
+    described["rating_scale"] = {"min": 1.0, "max": 5.0, "step": 1.0}
+    record.write_text(json.dumps(described))
+    try:
+        csv = tmp_path / "half.csv"
+        csv.write_text("movieId,rating\n" + "".join(f"{i},{3.5 if i == 7 else 4.0}\n"
+                                                      for i in range(1, 21)))
+        code, _, err = _run(lake, capsys, "new-user", "--ratings", str(csv), "--model", "mf",
+                            "--persist")
+        assert code == 2 and "line 8: rating 3.5 is off the scale 1..5 in steps of 1" in err
+        assert not list((lake / "raw" / "new_users").glob("user_*.csv")) or all(
+            "3.5" not in p.read_text() for p in (lake / "raw" / "new_users").glob("*.csv"))
+    finally:
+        record.write_text(saved)

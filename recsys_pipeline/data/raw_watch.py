@@ -76,6 +76,13 @@ def ingested_release_name(raw_dir: str | os.PathLike[str]) -> str:
     return str(_record(raw_dir).get("name", ""))
 
 
+def ingested_rating_scale(raw_dir: str | os.PathLike[str]) -> tuple[float, float, float] | None:
+    """``(min, max, step)`` of the release last ingested (ml-1m, ml-100k: 1 to 5 in whole
+    stars; the others 0.5 to 5 in half stars), None when nothing was ingested."""
+    scale = _record(raw_dir).get("rating_scale")
+    return (float(scale["min"]), float(scale["max"]), float(scale["step"])) if scale else None
+
+
 def release_source(raw_dir: str | os.PathLike[str], rel: str) -> Path | None:
     """The release to ingest for a watched file: its folder (or the zip); for a new user's
     file the release last ingested (:func:`ingested_source`, None when there is none)."""

@@ -88,15 +88,17 @@ class _Titles:
         return None, f"title {query!r} is ambiguous: {shown}; use movieId or add the year"
 
 
-def _parse_rating(text: str) -> tuple[float | None, str | None]:
+def _parse_rating(text: str, scale: tuple[float, float, float]
+                  ) -> tuple[float | None, str | None]:
+    low, high, step = scale
     try:
         value = float(text)
     except ValueError:
         return None, f"rating {text!r} is not a number"
-    steps = (value - RATING_MIN) / RATING_STEP
-    if not (RATING_MIN <= value <= RATING_MAX and abs(steps - round(steps)) < 1e-9):
-        return None, (f"rating {text.strip()} is off the scale {RATING_MIN}..{RATING_MAX} "
-                      f"in steps of {RATING_STEP}")
+    steps = (value - low) / step
+    if not (low <= value <= high and abs(steps - round(steps)) < 1e-9):
+        return None, (f"rating {text.strip()} is off the scale {low:g}..{high:g} "
+                      f"in steps of {step:g}")
     return value, None
 
 
@@ -175,6 +177,7 @@ def parse_new_user_ratings(
     source: str | os.PathLike[str] | Mapping[int | str, float],
     movies: pa.Table,
     min_ratings: int = MIN_RATINGS,
+    scale: tuple[float, float, float] | None = None,
 ) -> pa.Table:
     """Read a new user's ratings and match them to movies.
 
@@ -187,6 +190,9 @@ def parse_new_user_ratings(
             one movie has that name).
         movies: ``schema.MOVIES_SCHEMA`` table.
         min_ratings: Fewest ratings accepted.
+        scale: ``(min, max, step)`` of the allowed ratings: the release's
+            (``data.raw_watch.ingested_rating_scale``; whole stars 1..5 for ml-1m and
+            ml-100k, whose ingestion refuses half stars); None: half stars 0.5..5.
 
     Returns:
         ``NEW_USER_SCHEMA`` rows: line (file line, or 1-based entry of a mapping), item_id,
@@ -214,7 +220,7 @@ def parse_new_user_ratings(
     problems: list[str] = []
     for line, key, text, time_text in rows:
         item, problem = _resolve(kind, key, titles, known)
-        value, bad_rating = _parse_rating(text)
+        value, bad_rating = _parse_rating(text, scale or (RATING_MIN, RATING_MAX, RATING_STEP))
         when, bad_time = _parse_time(time_text)
         problem = problem or bad_rating or bad_time
         if problem is None and item in first_line:

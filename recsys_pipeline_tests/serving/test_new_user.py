@@ -131,6 +131,18 @@ def test_a_timestamp_column_is_kept(tmp_path: Path, tmp_lake: Path) -> None:
         parse_new_user_ratings(id_csv(tmp_path, rows, "movieId,rating,timestamp"), MOVIES)
 
 
+def test_the_release_scale_is_enforced(tmp_path: Path) -> None:
+    rows = good_rows()  # 1.0, 1.5, 2.0, ... (half stars)
+    whole = (1.0, 5.0, 1.0)  # ml-1m / ml-100k
+    with pytest.raises(ValueError, match=r"line 3: rating 1.5 is off the scale 1..5 in steps "
+                                         r"of 1\n"):
+        parse_new_user_ratings(id_csv(tmp_path, rows), MOVIES, scale=whole)
+    stars = [f"{i},{1 + n % 5}" for n, i in enumerate(GOOD_IDS)]
+    table = parse_new_user_ratings(id_csv(tmp_path, stars), MOVIES, scale=whole)
+    assert table.column(S.RATING).to_pylist()[:6] == [1, 2, 3, 4, 5, 1]
+    assert parse_new_user_ratings(id_csv(tmp_path, rows), MOVIES).num_rows == 20  # half stars
+
+
 def test_unreadable_sources_are_named(tmp_path: Path) -> None:
     latin = tmp_path / "latin1.csv"
     latin.write_bytes("title,rating\nFilm 10 (1960),4\nAm\u00e9lie,5\n".encode("latin-1"))
