@@ -7,6 +7,7 @@ trains and evaluates through ``tracking.train_and_track`` (core:
 (ml-latest-small: about a minute per neural model); ``TRAIN_PRESETS["full"]`` trains longer.
 """
 
+import dataclasses
 from typing import Any
 
 import dagster as dg
@@ -16,7 +17,7 @@ from recsys_pipeline.assets.prepare import PREFIX as PREPARED
 from recsys_pipeline.assets.prepare import split_key
 from recsys_pipeline.data.item_features import item_side_features
 from recsys_pipeline.data.lake import file_sha256
-from recsys_pipeline.data.raw_watch import ingested_release_name
+from recsys_pipeline.data.raw_watch import ingested_rating_scale, ingested_release_name
 from recsys_pipeline.data.validate import Finding
 from recsys_pipeline.metadata import findings_result, markdown_table, png_markdown
 from recsys_pipeline.model_io import DeviceResource
@@ -198,6 +199,17 @@ def run_tags(context: dg.AssetExecutionContext, lake: LakeResource, family: str
     return tags, hashes
 
 
+def on_release_scale(model_config: Any, lake: LakeResource) -> Any:
+    """``model_config`` with ``rating_min`` / ``rating_max`` of the ingested release (1..5
+    for ml-1m and ml-100k, where the configs' 0.5 would let predictions fall below 1);
+    unchanged for a config without them or a lake without a recorded release."""
+    scale = ingested_rating_scale(lake.raw_dir())
+    names = {f.name for f in dataclasses.fields(model_config)}
+    if scale is None or not {"rating_min", "rating_max"} <= names:
+        return model_config
+    return dataclasses.replace(model_config, rating_min=scale[0], rating_max=scale[1])
+
+
 def _train(context: dg.AssetExecutionContext, model_config: object, loop: TrainConfig,
            inputs: dict, mlflow: MlflowResource, lake: LakeResource,
            features: ItemFeatures | None = None) -> RatingModel:
@@ -206,6 +218,7 @@ def _train(context: dg.AssetExecutionContext, model_config: object, loop: TrainC
         inputs["train"], inputs["valid"], inputs["test"], inputs["user_map"].num_rows,
         inputs["item_map"].num_rows, features)
     tags, hashes = run_tags(context, lake, MODEL_CLASSES[type(model_config)].family)
+    model_config = on_release_scale(model_config, lake)
     tracked = train_and_track(
         mlflow, context.log, name=context.asset_key.path[-1], data=data,
         model_config=model_config, train_config=loop, tags=tags,
