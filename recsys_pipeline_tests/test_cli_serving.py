@@ -379,3 +379,26 @@ def test_new_user_ratings_follow_the_ingested_release_scale(lake, capsys, tmp_pa
             "3.5" not in p.read_text() for p in (lake / "raw" / "new_users").glob("*.csv"))
     finally:
         record.write_text(saved)
+
+
+def test_champions_of_another_release_are_not_served_by_default(lake, capsys):
+    """After ingesting another release (without retraining) the champions' ids would mean
+    other users and movies: the default refuses, a named model is still served."""
+    import json
+
+    record = lake / "raw" / "movielens_release.json"
+    saved = record.read_text()
+    trained_on = json.loads(saved)["name"]
+    record.write_text(json.dumps({**json.loads(saved), "name": "ml-1m"}))
+    try:
+        code, _, err = _run(lake, capsys, "recommend", "--user", "1", "-k", "3")
+        assert code == 2
+        assert (f"the champions were trained on {trained_on} but the lake holds ml-1m "
+                "(raw/movielens_release.json)") in err and "--model" in err
+        code, out, err = _run(lake, capsys, "recommend", "--user", "1", "-k", "3", "--model",
+                              "mf")
+        assert code == 0, err
+    finally:
+        record.write_text(saved)
+    code, out, _ = _run(lake, capsys, "recommend", "--user", "1", "-k", "3")
+    assert code == 0 and "from mlflow run" in out

@@ -47,6 +47,7 @@ import torch
 from recsys_pipeline import schema as S
 from recsys_pipeline.data.encode import IdMaps, load_id_maps
 from recsys_pipeline.data.lake import read_parquet
+from recsys_pipeline.data.raw_watch import ingested_release_name
 from recsys_pipeline.evaluation.rescore import known_pairs
 from recsys_pipeline.evaluation.topk import ItemSets
 from recsys_pipeline.models.base import CONFIG_FILE, RatingModel, load_model
@@ -71,6 +72,7 @@ PROTOCOL_TAG = "ranking.protocol"  # tracking_ranking: the ranking model's proto
 PER_USER_PROTOCOL = "per_user_topk"  # the ranking protocol of the rating models' split
 SELECTIONS = ("ranking", "rmse")
 ASSET_TAG = "dagster.asset_key"  # tracking.TAG_ASSET, e.g. "models/mf_model"
+RELEASE_TAG = "data.release"  # champion.TAG_RELEASE: the release a run trained on
 PT2_FILE = "data/model.pt2"  # where mlflow.pytorch (pt2 format) keeps the graph
 PAIR_PREFIX = "model."  # PairScorer holds the rating model as its ``model`` submodule
 RUN_MODEL_DIR = "original_ids_model/artifacts/model"  # tracking_export: config + state dict
@@ -239,12 +241,14 @@ def quick_mlflow_requests() -> contextlib.AbstractContextManager[None]:
 @dataclass(frozen=True)
 class Champion:
     """One family's registered champion: its lake folder, run and validation metrics
-    (NaN where the run has none: ``ndcg`` only for models of the per-user split)."""
+    (NaN where the run has none: ``ndcg`` only for models of the per-user split), and the
+    release it was trained on (``""`` when the run does not say)."""
 
     folder: str
     run_id: str
     rmse: float
     ndcg: float
+    release: str = ""
 
 
 def _best_champion(lake: str | os.PathLike[str], tracking_uri: str | None, by: str = "ranking"
@@ -263,6 +267,13 @@ def _best_champion(lake: str | os.PathLike[str], tracking_uri: str | None, by: s
     except MlflowException as exc:
         raise ValueError(f"cannot read the champions from MLflow at {uri} ({exc}); "
                          "name a model instead") from exc
+    ingested = ingested_release_name(Path(lake) / "raw")
+    other = sorted({c.release for c in found if c.release and ingested and c.release != ingested})
+    found = [c for c in found if not (c.release and ingested and c.release != ingested)]
+    if other and not found:
+        raise ValueError(f"the champions were trained on {', '.join(other)} but the lake holds "
+                         f"{ingested} (raw/movielens_release.json): their ids mean other users "
+                         "and movies; retrain (full_pipeline_job) or name a model with --model")
     if by == "rmse":
         ranked = sorted((c.rmse, c.folder, c.run_id) for c in found if math.isfinite(c.rmse))
     else:
@@ -287,7 +298,8 @@ def _champions(uri: str) -> list[Champion]:
         out.append(Champion(
             model_folder_name(run.data.tags.get(ASSET_TAG, run.info.run_name or "")),
             run.info.run_id, metrics.get(SELECTION_METRIC, math.nan),
-            metrics.get(RANKING_SELECTION_METRIC, math.nan) if per_user else math.nan))
+            metrics.get(RANKING_SELECTION_METRIC, math.nan) if per_user else math.nan,
+            run.data.tags.get(RELEASE_TAG, "")))
     return out
 
 
