@@ -19,6 +19,7 @@ from recsys_pipeline.assets.train import (
     split_params,
 )
 from recsys_pipeline.data.item_features import item_side_features
+from recsys_pipeline.data.raw_watch import ingested_rating_scale
 from recsys_pipeline.metadata import markdown_table, png_markdown
 from recsys_pipeline.model_io import DeviceResource
 from recsys_pipeline.models.base import RatingModel
@@ -66,13 +67,15 @@ class TunedModelConfig(dg.Config):
                            dropout=(self.dropout_low, self.dropout_high),
                            hidden=tuple(tuple(h) for h in self.hidden_choices))
 
-    def to_settings(self, device: str) -> TuneSettings:
+    def to_settings(self, device: str, rating_range: tuple[float, float] | None = None
+                    ) -> TuneSettings:
         return TuneSettings(n_trials=self.n_trials, timeout_s=self.timeout_s, seed=self.seed,
                             epochs=self.epochs, patience=self.patience,
                             batch_size=self.batch_size,
                             tpe_startup_trials=self.tpe_startup_trials,
                             pruner_startup_trials=self.pruner_startup_trials,
-                            pruner_warmup_epochs=self.pruner_warmup_epochs, device=device)
+                            pruner_warmup_epochs=self.pruner_warmup_epochs, device=device,
+                            rating_range=rating_range)
 
 
 def _features(family: str, inputs: dict) -> ItemFeatures | None:
@@ -122,9 +125,12 @@ def tuned_model(context: dg.AssetExecutionContext, config: TunedModelConfig,
         inputs["train"], inputs["valid"], inputs["test"], inputs["user_map"].num_rows,
         inputs["item_map"].num_rows, _features(family, inputs))
     tags, hashes = run_tags(context, lake, family)
+    scale = ingested_rating_scale(lake.raw_dir())
+    rating_range = None if scale is None else scale[:2]  # the release's, e.g. 1..5 on ml-1m
     tuned = tune_and_track(
         mlflow, context.log, name=context.asset_key.path[-1], data=data, family=family,
-        space=config.to_space(), settings=config.to_settings(device.device), tags=tags,
+        space=config.to_space(), settings=config.to_settings(device.device, rating_range),
+        tags=tags,
         best_config_path=lake.path("tuning", family, "best_config.json"),
         params=split_params(inputs["split_report"]),
         id_maps={"user_map": inputs["user_map"], "item_map": inputs["item_map"]})

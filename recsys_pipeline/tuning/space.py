@@ -13,6 +13,7 @@ in closed form and have no gradient-trained hyperparameters; asking for them rai
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,7 +110,8 @@ def suggest_params(trial: optuna.Trial, family: str, space: SearchSpace) -> dict
     return params
 
 
-def model_config_from_params(family: str, params: dict[str, Any], seed: int = 0) -> Any:
+def model_config_from_params(family: str, params: dict[str, Any], seed: int = 0,
+                             rating_range: tuple[float, float] | None = None) -> Any:
     """The model config dataclass of ``family`` with the tuned ``params`` (other fields default).
 
     Args:
@@ -117,10 +119,18 @@ def model_config_from_params(family: str, params: dict[str, Any], seed: int = 0)
         params: What :func:`suggest_params` returned (or ``study.best_params``).
         seed: Seeds the parameter init; every trial uses the same seed, so trials differ only
             in their hyperparameters.
+        rating_range: ``(rating_min, rating_max)`` (the release's scale); None: defaults.
 
     Returns:
         An ``MFConfig``, ``MLPConfig``, ``NeuMFConfig`` or ``DeepFMConfig``.
     """
+    config = _config_from_params(family, params, seed)
+    if rating_range is None:
+        return config
+    return dataclasses.replace(config, rating_min=rating_range[0], rating_max=rating_range[1])
+
+
+def _config_from_params(family: str, params: dict[str, Any], seed: int) -> Any:
     check_family(family)
     dim = int(params["embedding_dim"])
     if family == "mf":

@@ -56,6 +56,8 @@ class TuneSettings:
         pruner_startup_trials: Trials that run to the end before any is pruned.
         pruner_warmup_epochs: Epochs of each trial that are never pruned.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        rating_range: ``(rating_min, rating_max)`` of every model (the release's scale, e.g.
+            1..5 for ml-1m); None keeps the configs' 0.5..5.
     """
 
     n_trials: int = 10
@@ -68,6 +70,7 @@ class TuneSettings:
     pruner_startup_trials: int = 3
     pruner_warmup_epochs: int = 1
     device: str = "auto"
+    rating_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.n_trials < 1 or self.epochs < 1 or self.batch_size < 1:
@@ -160,7 +163,8 @@ def _objective(data: ExperimentData, family: str, space: SearchSpace, settings: 
                trial_scope: TrialScope) -> Callable[[optuna.Trial], float]:
     def objective(trial: optuna.Trial) -> float:
         params = suggest_params(trial, family, space)
-        model_config = model_config_from_params(family, params, settings.seed)
+        model_config = model_config_from_params(family, params, settings.seed,
+                                                settings.rating_range)
         outcome = TrialOutcome(trial.number, dict(params))
         with trial_scope(outcome) as on_epoch:
 
@@ -236,7 +240,8 @@ def tune(
                 best.params, states)
     return TuneResult(study=study, family=family, best_params=dict(best.params),
                       best_value=value, best_trial=best.number,
-                      model_config=model_config_from_params(family, best.params, settings.seed),
+                      model_config=model_config_from_params(family, best.params, settings.seed,
+                                                                   settings.rating_range),
                       train_config=settings.train_config(best.params), states=states)
 
 

@@ -21,6 +21,7 @@ from recsys_pipeline.tuning import (
     SearchSpace,
     TrialOutcome,
     TuneSettings,
+    model_config_from_params,
     parse_hidden,
     tune,
 )
@@ -149,3 +150,11 @@ def test_plots_are_png(planted_data: ExperimentData) -> None:
     assert importance_png(result.study, "mf").startswith(PNG)
     single = tune(planted_data, "mf", SPACE, dataclasses.replace(FAST, n_trials=1, epochs=1))
     assert importance_png(single.study, "mf").startswith(PNG)  # "needs 2 trials" image
+
+
+def test_rating_range_reaches_every_config() -> None:
+    params = {"embedding_dim": 4, "l2": 0.01, "hidden": "8", "dropout": 0.1}
+    for family in ("mf", "mlp", "neumf", "deepfm"):
+        config = model_config_from_params(family, params, 0, (1.0, 5.0))
+        assert (config.rating_min, config.rating_max) == (1.0, 5.0)
+        assert model_config_from_params(family, params, 0).rating_min == 0.5
