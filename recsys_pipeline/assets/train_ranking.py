@@ -30,7 +30,7 @@ from recsys_pipeline.assets.ranking_configs import (
     TwoTowerModelConfig,
 )
 from recsys_pipeline.assets.ranking_data import ITEMS_KEY, MATRIX_KEY
-from recsys_pipeline.assets.train import GROUP, KINDS, PREFIX, split_params
+from recsys_pipeline.assets.train import GROUP, KINDS, PREFIX, on_release_scale, split_params
 from recsys_pipeline.data.item_features import item_side_features
 from recsys_pipeline.data.lake import file_sha256
 from recsys_pipeline.metadata import markdown_table
@@ -132,7 +132,8 @@ def autoencoder_model(context: dg.AssetExecutionContext, config: AutoEncoderMode
                       strong: Any, columns: Any, user_split: Any) -> AutoEncoderModel:
     """Autoencoder on binary user rows, scored by folding in held-out users, logged to
     MLflow."""
-    model = AutoEncoderModel(*strong.binary["train"].shape, config.to_core())
+    model = AutoEncoderModel(*strong.binary["train"].shape,
+                             on_release_scale(config.to_core(), lake))  # its rating clamp
     loop = config.loop(device.device)
     return _track(context, mlflow, lake, model, STRONG, lambda cb: run_fold_in(
         model, strong, _item_idx(columns), loop, cb, user_split), loop, _strong_params(columns),

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from recsys_pipeline.assets.train import on_release_scale
+from recsys_pipeline.models.autoencoder import AutoEncoderConfig
 from recsys_pipeline.models.deepfm import DeepFMConfig
 from recsys_pipeline.models.mf import MFConfig, MFModel
 from recsys_pipeline.models.popularity import PopularityConfig
@@ -28,6 +29,8 @@ def test_whole_star_release_bounds_predictions(tmp_path: Path) -> None:
     deepfm = on_release_scale(DeepFMConfig(), lake)
     assert (deepfm.rating_min, deepfm.rating_max) == (1.0, 5.0)
     assert on_release_scale(PopularityConfig(), lake) == PopularityConfig()  # no range
+    auto = on_release_scale(AutoEncoderConfig(), lake)  # its rating clamp
+    assert (auto.rating_min, auto.rating_max) == (1.0, 5.0)
     model = MFModel(3, 4, mf).eval()
     with torch.no_grad():
         model.user_factors.weight.fill_(-3.0)
