@@ -97,6 +97,7 @@ def test_every_ranking_model_logs_one_run(materialized) -> None:
         assert any(k.startswith("model.") for k in params)
         assert 0.0 <= metrics["test_ndcg_at_10"] <= 1.0
         assert 0.0 <= metrics["best_valid_ndcg_at_10"] <= 1.0
+        assert metrics["train_seconds"] > 0  # closed-form fits (EASE, co-occurrence) too
         if family in ("autoencoder", "multvae", "gru4rec", "sasrec", "two_tower"):
             assert params["train.epochs"] == "2"
             curve = client.get_metric_history(run.info.run_id, "valid_ndcg_at_10")
