@@ -108,13 +108,12 @@ def _print_table(table: object, max_rows: int | None = None) -> None:
 def _serving_model(args: argparse.Namespace, by: str = "ranking") -> object:
     """The ``--model`` / ``--run-id`` model, else the champion chosen ``by`` ranking quality
     (lists of movies) or RMSE (predicted ratings)."""
-    from recsys_pipeline.serving.lake_models import resolve_model
+    from recsys_pipeline.serving.lake_models import CHOSEN_BY, resolve_model
 
     served = resolve_model(args.lake, args.model, args.run_id, args.tracking_uri, by=by)
     why = ""
     if not args.model and not args.run_id and served.source.startswith("mlflow run"):
-        why = (" (the champion with the best validation NDCG@10 on the per-user split)"
-               if by == "ranking" else " (the champion with the best validation RMSE)")
+        why = f" ({CHOSEN_BY[by]})"
     print(f"model: {served.name} ({served.model.family}) from {served.source}{why}")
     return served
 

@@ -16,7 +16,7 @@ from recsys_pipeline.metadata import table_metadata
 from recsys_pipeline.mlflow_resource import MlflowResource
 from recsys_pipeline.model_io import DeviceResource
 from recsys_pipeline.resources import LakeResource
-from recsys_pipeline.serving.lake_models import DEFAULT_MODEL, lake_top_k
+from recsys_pipeline.serving.lake_models import CHOSEN_BY, DEFAULT_MODEL, lake_top_k
 
 GROUP = "serve"
 
@@ -50,7 +50,7 @@ def user_recommendations(context: dg.AssetExecutionContext, config: UserRecommen
     if config.model:
         chosen = "configured"
     elif served.source.startswith("mlflow run"):
-        chosen = "the champion with the best validation NDCG@10 on the per-user split"
+        chosen = CHOSEN_BY["ranking"]
     else:
         chosen = f"no champion with that metric in MLflow: {DEFAULT_MODEL}"
     context.log.info("serving %s (%s) from %s: %s", served.name, served.model.family,

@@ -7,7 +7,6 @@ trains and evaluates through ``tracking.train_and_track`` (core:
 (ml-latest-small: about a minute per neural model); ``TRAIN_PRESETS["full"]`` trains longer.
 """
 
-import dataclasses
 from typing import Any
 
 import dagster as dg
@@ -21,7 +20,7 @@ from recsys_pipeline.data.raw_watch import ingested_rating_scale, ingested_relea
 from recsys_pipeline.data.validate import Finding
 from recsys_pipeline.metadata import findings_result, markdown_table, png_markdown
 from recsys_pipeline.model_io import DeviceResource
-from recsys_pipeline.models.base import RatingModel
+from recsys_pipeline.models.base import RatingModel, with_rating_range
 from recsys_pipeline.models.bias import BiasConfig
 from recsys_pipeline.models.deepfm import DeepFMConfig
 from recsys_pipeline.models.mf import MFConfig
@@ -199,15 +198,17 @@ def run_tags(context: dg.AssetExecutionContext, lake: LakeResource, family: str
     return tags, hashes
 
 
-def on_release_scale(model_config: Any, lake: LakeResource) -> Any:
-    """``model_config`` with ``rating_min`` / ``rating_max`` of the ingested release (1..5
-    for ml-1m and ml-100k, where the configs' 0.5 would let predictions fall below 1);
-    unchanged for a config without them or a lake without a recorded release."""
+def release_rating_range(lake: LakeResource) -> tuple[float, float] | None:
+    """``(rating_min, rating_max)`` of the ingested release (1..5 for ml-1m and ml-100k,
+    where the configs' 0.5 would let predictions fall below 1); None before any ingest."""
     scale = ingested_rating_scale(lake.raw_dir())
-    names = {f.name for f in dataclasses.fields(model_config)}
-    if scale is None or not {"rating_min", "rating_max"} <= names:
-        return model_config
-    return dataclasses.replace(model_config, rating_min=scale[0], rating_max=scale[1])
+    return None if scale is None else scale[:2]
+
+
+def on_release_scale(model_config: Any, lake: LakeResource) -> Any:
+    """``model_config`` with the ingested release's rating range (:func:`release_rating_range`;
+    unchanged for a config without one, e.g. popularity)."""
+    return with_rating_range(model_config, release_rating_range(lake))
 
 
 def _train(context: dg.AssetExecutionContext, model_config: object, loop: TrainConfig,

@@ -15,11 +15,11 @@ from recsys_pipeline.assets.train import (
     MODEL_IO,
     PREFIX,
     SIDE_INS,
+    release_rating_range,
     run_tags,
     split_params,
 )
 from recsys_pipeline.data.item_features import item_side_features
-from recsys_pipeline.data.raw_watch import ingested_rating_scale
 from recsys_pipeline.metadata import markdown_table, png_markdown
 from recsys_pipeline.model_io import DeviceResource
 from recsys_pipeline.models.base import RatingModel
@@ -125,12 +125,10 @@ def tuned_model(context: dg.AssetExecutionContext, config: TunedModelConfig,
         inputs["train"], inputs["valid"], inputs["test"], inputs["user_map"].num_rows,
         inputs["item_map"].num_rows, _features(family, inputs))
     tags, hashes = run_tags(context, lake, family)
-    scale = ingested_rating_scale(lake.raw_dir())
-    rating_range = None if scale is None else scale[:2]  # the release's, e.g. 1..5 on ml-1m
     tuned = tune_and_track(
         mlflow, context.log, name=context.asset_key.path[-1], data=data, family=family,
-        space=config.to_space(), settings=config.to_settings(device.device, rating_range),
-        tags=tags,
+        space=config.to_space(),
+        settings=config.to_settings(device.device, release_rating_range(lake)), tags=tags,
         best_config_path=lake.path("tuning", family, "best_config.json"),
         params=split_params(inputs["split_report"]),
         id_maps={"user_map": inputs["user_map"], "item_map": inputs["item_map"]})

@@ -175,6 +175,15 @@ def config_from_dict(config_cls: type, values: dict[str, Any]) -> Any:
     return config_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
+def with_rating_range(config: Any, rating_range: tuple[float, float] | None) -> Any:
+    """``config`` with ``rating_min`` / ``rating_max`` set to ``rating_range`` (a release's
+    scale, e.g. 1..5 for ml-1m); unchanged for None or a config without those fields."""
+    names = {f.name for f in dataclasses.fields(config)}
+    if rating_range is None or not {"rating_min", "rating_max"} <= names:
+        return config
+    return dataclasses.replace(config, rating_min=rating_range[0], rating_max=rating_range[1])
+
+
 def atomic_write_bytes(path: Path, write: Any) -> None:
     """Call ``write(tmp_path)`` on a temp file beside ``path``, then ``os.replace`` it in place."""
     path.parent.mkdir(parents=True, exist_ok=True)

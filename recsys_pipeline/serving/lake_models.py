@@ -71,6 +71,9 @@ RANKING_SELECTION_METRIC = "best_valid_ndcg_at_10"
 PROTOCOL_TAG = "ranking.protocol"  # tracking_ranking: the ranking model's protocol
 PER_USER_PROTOCOL = "per_user_topk"  # the ranking protocol of the rating models' split
 SELECTIONS = ("ranking", "rmse")
+# why the default model is the one it is, per selection (the CLI and the serve asset say it)
+CHOSEN_BY = {"ranking": "the champion with the best validation NDCG@10 on the per-user split",
+             "rmse": "the champion with the best validation RMSE"}
 ASSET_TAG = "dagster.asset_key"  # tracking.TAG_ASSET, e.g. "models/mf_model"
 RELEASE_TAG = "data.release"  # champion.TAG_RELEASE: the release a run trained on
 PT2_FILE = "data/model.pt2"  # where mlflow.pytorch (pt2 format) keeps the graph
@@ -268,10 +271,11 @@ def _best_champion(lake: str | os.PathLike[str], tracking_uri: str | None, by: s
         raise ValueError(f"cannot read the champions from MLflow at {uri} ({exc}); "
                          "name a model instead") from exc
     ingested = ingested_release_name(Path(lake) / "raw")
-    other = sorted({c.release for c in found if c.release and ingested and c.release != ingested})
-    found = [c for c in found if not (c.release and ingested and c.release != ingested)]
-    if other and not found:
-        raise ValueError(f"the champions were trained on {', '.join(other)} but the lake holds "
+    stale = [c for c in found if c.release and ingested and c.release != ingested]
+    found = [c for c in found if c not in stale]
+    if stale and not found:
+        other = ", ".join(sorted({c.release for c in stale}))
+        raise ValueError(f"the champions were trained on {other} but the lake holds "
                          f"{ingested} (raw/movielens_release.json): their ids mean other users "
                          "and movies; retrain (full_pipeline_job) or name a model with --model")
     if by == "rmse":

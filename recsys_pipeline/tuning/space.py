@@ -13,12 +13,12 @@ in closed form and have no gradient-trained hyperparameters; asking for them rai
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
 
+from recsys_pipeline.models.base import with_rating_range
 from recsys_pipeline.models.deepfm import DeepFMConfig
 from recsys_pipeline.models.mf import MFConfig
 from recsys_pipeline.models.mlp import MLPConfig
@@ -124,10 +124,7 @@ def model_config_from_params(family: str, params: dict[str, Any], seed: int = 0,
     Returns:
         An ``MFConfig``, ``MLPConfig``, ``NeuMFConfig`` or ``DeepFMConfig``.
     """
-    config = _config_from_params(family, params, seed)
-    if rating_range is None:
-        return config
-    return dataclasses.replace(config, rating_min=rating_range[0], rating_max=rating_range[1])
+    return with_rating_range(_config_from_params(family, params, seed), rating_range)
 
 
 def _config_from_params(family: str, params: dict[str, Any], seed: int) -> Any:

@@ -240,8 +240,8 @@ def tune(
                 best.params, states)
     return TuneResult(study=study, family=family, best_params=dict(best.params),
                       best_value=value, best_trial=best.number,
-                      model_config=model_config_from_params(family, best.params, settings.seed,
-                                                                   settings.rating_range),
+                      model_config=model_config_from_params(
+                          family, best.params, settings.seed, settings.rating_range),
                       train_config=settings.train_config(best.params), states=states)
 
 
