@@ -6,6 +6,8 @@ later stage (filtering, encoding, splits, models) sees one shape of data.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pyarrow as pa
 
 # --- column names -------------------------------------------------------------------------
@@ -32,6 +34,27 @@ ITEM_IDX = "item_idx"
 ID_TYPE = pa.int32()
 RATING_TYPE = pa.float32()
 TIMESTAMP_TYPE = pa.timestamp("s", tz="UTC")
+# MovieLens began collecting ratings in 1995; nothing can be rated in the future. Readers refuse
+# timestamps outside [EARLIEST_TIMESTAMP, now] (e.g. milliseconds), as the asset check does.
+EARLIEST_TIMESTAMP = dt.datetime(1995, 1, 1, tzinfo=dt.UTC)
+
+
+def timestamp_range_message(value: int) -> str:
+    """Why Unix time ``value`` (seconds) is refused, for errors that name the file and line."""
+    hint = " (milliseconds? MovieLens timestamps are Unix seconds)" if value > 1e11 else ""
+    return (f"timestamp {value} is outside {EARLIEST_TIMESTAMP:%Y-%m-%d}..now as Unix "
+            f"seconds{hint}")
+
+
+def timestamp_bounds() -> tuple[int, int]:
+    """[EARLIEST_TIMESTAMP, now] as Unix seconds."""
+    return int(EARLIEST_TIMESTAMP.timestamp()), int(dt.datetime.now(dt.UTC).timestamp())
+
+
+def timestamp_out_of_range(seconds: int) -> bool:
+    """Whether Unix time ``seconds`` lies outside [EARLIEST_TIMESTAMP, now]."""
+    lo, hi = timestamp_bounds()
+    return not lo <= seconds <= hi
 
 RATINGS_SCHEMA = pa.schema(
     [

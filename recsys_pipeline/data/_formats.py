@@ -125,6 +125,9 @@ def read_layout_table(
     out = _finish(table, layout, out, columns, line_of, member.label)
     if table == "ratings":
         _check_ratings(out[s.RATING], spec[2][0], scale, release, line_of, member.label)
+    if s.TIMESTAMP in out:
+        column = next(c for c, canon, _ in spec if canon == s.TIMESTAMP)
+        _check_timestamps(out[s.TIMESTAMP], column, line_of, member.label)
     return pa.Table.from_arrays(
         [out[f.name] for f in s.TABLE_SCHEMAS[table]], schema=s.TABLE_SCHEMAS[table]
     )
@@ -195,6 +198,21 @@ def _genre_flags(raw: Columns, line_of: LineOf, label: str) -> pa.ListArray:
 def _lists(counts: np.ndarray, values: pa.Array) -> pa.ListArray:
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
     return pa.ListArray.from_arrays(pa.array(offsets), values)
+
+
+def _check_timestamps(ts: pa.ChunkedArray, column: str, line_of: LineOf, label: str) -> None:
+    """Raise naming the first line whose timestamp lies outside [EARLIEST_TIMESTAMP, now]."""
+    seconds = pc.cast(ts, pa.int64())
+    lo, hi = s.timestamp_bounds()
+    bad = pc.fill_null(pc.or_(pc.less(seconds, lo), pc.greater(seconds, hi)), False)
+    n_bad = pc.sum(bad).as_py() or 0
+    if n_bad:
+        i = pc.index(bad, True).as_py()
+        raise ValueError(
+            f"{label}, line {line_of(i)}, column '{column}': "
+            f"{s.timestamp_range_message(seconds[i].as_py())}; {n_bad} of {len(ts)} rows are "
+            "out of range"
+        )
 
 
 def _check_ratings(

@@ -19,8 +19,7 @@ import pyarrow.compute as pc
 
 from recsys_pipeline import schema as S
 
-# MovieLens began collecting ratings in 1995; nothing can be rated in the future.
-EARLIEST_TIMESTAMP = dt.datetime(1995, 1, 1, tzinfo=dt.UTC)
+EARLIEST_TIMESTAMP = S.EARLIEST_TIMESTAMP
 MAX_EXAMPLES = 5
 
 

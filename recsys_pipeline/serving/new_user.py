@@ -106,9 +106,12 @@ def _parse_time(text: str | None) -> tuple[int | None, str | None]:
     if text is None:
         return None, None
     try:
-        return int(text), None
+        seconds = int(text)
     except ValueError:
         return None, f"timestamp {text!r} is not whole Unix seconds (e.g. 1700000000)"
+    if S.timestamp_out_of_range(seconds):
+        return None, S.timestamp_range_message(seconds)
+    return seconds, None
 
 
 def _read_text(path: Path) -> str:

@@ -151,8 +151,19 @@ def test_empty_and_duplicate_ratings_are_dropped_with_reasons(tmp_lake, lake_res
     assert row[S.RATING].to_pylist() == [1.0]
 
 
+def _semicolons(ratings: str) -> str:
+    return ratings.replace(",", ";")
+
+
+def _one_timestamp_in_milliseconds(ratings: str) -> str:
+    lines = ratings.splitlines()
+    lines[-1] += "000"  # passed the reader once, then failed at the table preview
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("spoil", [_semicolons, _one_timestamp_in_milliseconds])
 def test_a_release_that_cannot_be_read_leaves_the_lake_as_it_was(
-        tmp_lake, lake_resources, tiny_release, tmp_path):
+        tmp_lake, lake_resources, tiny_release, tmp_path, spoil):
     assert dg.materialize(ingest_assets, resources=lake_resources,
                           run_config=_config(tiny_release)).success
     before = {p.relative_to(tmp_lake): p.read_bytes()
@@ -165,7 +176,7 @@ def test_a_release_that_cannot_be_read_leaves_the_lake_as_it_was(
     (bad / "movies.csv").write_text("\n".join(movies[:2]) + "\n")  # readable, one movie
     (bad / "tags.csv").write_text("userId,movieId,tag,timestamp\n")
     ratings = (tiny_release / "ratings.csv").read_text()
-    (bad / "ratings.csv").write_text(ratings.replace(",", ";"))
+    (bad / "ratings.csv").write_text(spoil(ratings))
 
     result = dg.materialize(ingest_assets, resources=lake_resources, run_config=_config(bad),
                             raise_on_error=False)

@@ -73,7 +73,7 @@ def test_csv_layout_exact_rows(tmp_path: Path, eol: str) -> None:
         tmp_path / "ml-latest-small",
         {
             "ratings.csv": (
-                RATINGS_CSV + "1,1,4.0,964982703\n1,3,0.5,0\n7,3,5.0,1537799250\n"
+                RATINGS_CSV + "1,1,4.0,964982703\n1,3,0.5,964982224\n7,3,5.0,1537799250\n"
             ).replace("\n", eol),
             "movies.csv": (
                 "movieId,title,genres\n"
@@ -96,7 +96,7 @@ def test_csv_layout_exact_rows(tmp_path: Path, eol: str) -> None:
     assert release.source == folder and release.rating_scale == HALF_STARS
     assert rows(release, "ratings") == [
         {"user_id": 1, "item_id": 1, "rating": 4.0, "timestamp": utc(2000, 7, 30, 18, 45, 3)},
-        {"user_id": 1, "item_id": 3, "rating": 0.5, "timestamp": utc(1970, 1, 1)},
+        {"user_id": 1, "item_id": 3, "rating": 0.5, "timestamp": utc(2000, 7, 30, 18, 37, 4)},
         {"user_id": 7, "item_id": 3, "rating": 5.0, "timestamp": utc(2018, 9, 24, 14, 27, 30)},
     ]
     assert rows(release, "movies") == [
@@ -135,7 +135,8 @@ def test_csv_layout_exact_rows(tmp_path: Path, eol: str) -> None:
 def test_csv_keeps_duplicates_and_empty_numeric_fields_as_nulls(tmp_path: Path) -> None:
     folder = write(
         tmp_path / "ml-latest",
-        {"ratings.csv": RATINGS_CSV + "1,2,3.5,5\n1,2,3.5,5\n1,,4.0,6\n2,3,,7\n"},
+        {"ratings.csv": RATINGS_CSV + "1,2,3.5,964982705\n1,2,3.5,964982705\n"
+                        "1,,4.0,964982706\n2,3,,964982707\n"},
     )
     got = rows(folder, "ratings")
     assert [(r["user_id"], r["item_id"], r["rating"]) for r in got] == [
@@ -315,6 +316,29 @@ def test_line_numbers_stay_right_across_chunks(tmp_path: Path, monkeypatch) -> N
         read_table(detect_release(folder), "ratings")  # the blank line 2 counts too
 
 
+@pytest.mark.parametrize(
+    ("name", "files", "message"),
+    [
+        # one timestamp in milliseconds: 1000x too large (was an OverflowError much later)
+        ("ml-latest", {"ratings.csv": RATINGS_CSV + "1,1,4.0,964982703\n1,2,3.0,964982703000\n"},
+         r"ratings.csv, line 3, column 'timestamp': timestamp 964982703000 is outside "
+         r"1995-01-01..now as Unix seconds \(milliseconds\?.*1 of 2 rows"),
+        # a plausible-looking 1970 date, before MovieLens existed
+        ("ml-1m", {"ratings.dat": "1::2::3::964982703\n1::3::4::86400\n"},
+         r"ratings.dat, line 2, column 'Timestamp': timestamp 86400 is outside"),
+        ("ml-latest", {"tags.csv": "userId,movieId,tag,timestamp\n1,2,x,-5\n"},
+         r"tags.csv, line 2, column 'timestamp': timestamp -5 is outside"),
+    ],
+)
+def test_timestamps_outside_movielens_time_are_refused_with_their_line(
+    tmp_path: Path, name: str, files: dict[str, str], message: str
+) -> None:
+    folder = write(write_release(tmp_path, name), files)
+    table = "tags" if "tags.csv" in files else "ratings"
+    with pytest.raises(ValueError, match=message):
+        read_table(detect_release(folder), table)
+
+
 # --- detection ----------------------------------------------------------------------------------
 
 
@@ -350,10 +374,10 @@ def test_detect_zip_by_top_folder_and_with_files_at_root(tmp_path: Path) -> None
 
     flat = tmp_path / "ml-1m.zip"
     with zipfile.ZipFile(flat, "w") as archive:
-        archive.writestr("ratings.dat", "1::2::3::4\n")
+        archive.writestr("ratings.dat", "1::2::3::964982703\n")
     assert (detect_release(flat).name, detect_release(flat).member_prefix) == ("ml-1m", "")
     assert rows(flat, "ratings") == [
-        {"user_id": 1, "item_id": 2, "rating": 3.0, "timestamp": utc(1970, 1, 1, 0, 0, 4)}
+        {"user_id": 1, "item_id": 2, "rating": 3.0, "timestamp": utc(2000, 7, 30, 18, 45, 3)}
     ]
 
 
@@ -580,6 +604,7 @@ def test_ml10m_free_text_is_utf8_with_latin1_fallback(tmp_path: Path) -> None:
     # ml-10m is "UTF-8-ish": a stray Latin-1 byte is read as its Latin-1 character, and
     # real UTF-8 beside it is kept, instead of failing the whole release
     folder = write(write_release(tmp_path, "ml-10m"),
-                   {"tags.dat": "1::2::caf\u00e9 \u2014 ok::1\n".encode() + b"1::3::b\xe9d::2\n"})
+                   {"tags.dat": "1::2::caf\u00e9 \u2014 ok::964982703\n".encode()
+                    + b"1::3::b\xe9d::964982704\n"})
     tags = read_table(detect_release(folder), "tags")
     assert tags.column("tag").to_pylist() == ["caf\u00e9 \u2014 ok", "b\u00e9d"]

@@ -126,8 +126,11 @@ def test_a_timestamp_column_is_kept(tmp_path: Path, tmp_lake: Path) -> None:
 
     rows[3] = rows[3].rsplit(",", 1)[0] + ",yesterday"
     rows[5] = rows[5].rsplit(",", 1)[0] + ",1.7e9"
-    with pytest.raises(ValueError, match=r"2 bad row\(s\):\n  line 5: timestamp 'yesterday' "
-                                         r"is not whole Unix seconds .*\n  line 7: timestamp "):
+    rows[7] = rows[7].rsplit(",", 1)[0] + ",1700000000000"  # milliseconds
+    with pytest.raises(ValueError, match=r"3 bad row\(s\):\n  line 5: timestamp 'yesterday' "
+                                         r"is not whole Unix seconds .*\n  line 7: timestamp .*"
+                                         r"\n  line 9: timestamp 1700000000000 is outside "
+                                         r"1995-01-01..now as Unix seconds \(milliseconds"):
         parse_new_user_ratings(id_csv(tmp_path, rows, "movieId,rating,timestamp"), MOVIES)
 
 
