@@ -11,8 +11,12 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recsys_pipeline.data.lakedb import DB_FILE_NAME
+
+if TYPE_CHECKING:
+    from recsys_pipeline.serving.lake_models import ServingModel
 
 DEFAULT_LAKE = "data_lake"
 
@@ -78,9 +82,13 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
-    from recsys_pipeline.data.download import download_release
+    from recsys_pipeline.data.download import GROUPLENS_URL, download_release
 
-    path = download_release(args.name, Path(args.lake) / "raw")
+    def progress(line: str) -> None:  # what is fetched, how far along, warnings
+        print(line, file=sys.stderr, flush=True)
+
+    path = download_release(args.name, Path(args.lake) / "raw",
+                            base_url=args.base_url or GROUPLENS_URL, progress=progress)
     print(f"{args.name}: {path}")
     print("ingest it: write this run config to release.yaml\n"
           f"  ops:\n    raw__movielens_release:\n      config: {{path: \"{path}\"}}\n"
@@ -132,11 +140,33 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
               "similarity; predicted = the full model's score, model_rank = its rank there:")
         _print_table(table)
         return 0
+    known = args.user in set(served.maps.users.column("user_id").to_pylist())
+    if not known and _recommend_folded_in(args, served):
+        return 0
     table = recommend(served.model, served.maps, load_movies(args.lake), args.user, args.k,
                       load_seen(args.lake, served.maps))
     print(f"top {args.k} unrated movies for user {args.user}:")
     _print_table(table)
     return 0
+
+
+def _recommend_folded_in(args: argparse.Namespace, served: ServingModel) -> bool:
+    """A user the model does not know but the lake does (e.g. a stored new user the champion
+    was trained without): fold their lake ratings in, as new-user does with a file."""
+    import numpy as np
+
+    from recsys_pipeline.serving.lake_models import fold_in_lake_users, load_movies
+
+    folded = fold_in_lake_users(args.lake, served, np.asarray([args.user]))
+    if args.user not in folded:
+        return False  # no lake ratings either: the usual unknown-user error
+    user = folded[args.user]
+    print(f"user {args.user} is not one of the {served.maps.n_users} users {served.name} was "
+          f"trained on: folded in from their {len(user.item_idx)} ratings in clean/ratings "
+          f"(as new-user does); retrain to serve them from the model itself")
+    print(f"top {args.k} unrated movies for user {args.user}:")
+    _print_table(user.recommend(served.maps, load_movies(args.lake), args.k))
+    return True
 
 
 def _cmd_check_user(args: argparse.Namespace) -> int:
@@ -285,8 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--max-rows", type=int, default=50, help="rows to print (default 50)")
     q.set_defaults(func=_cmd_query)
 
-    d = sub.add_parser("download", help="download an official MovieLens zip (needs network)")
+    d = sub.add_parser("download", help="download an official MovieLens zip (needs network, "
+                       "or the zip placed in <lake>/raw by hand)")
     d.add_argument("name", help="ml-latest-small, ml-100k, ml-1m, ml-10m, ml-20m, ml-25m, ...")
+    d.add_argument("--base-url", default=None, metavar="URL",
+                   help="where the zips and their .md5 live (default: files.grouplens.org; "
+                        "a file:// mirror works)")
     d.set_defaults(func=_cmd_download)
 
     v = sub.add_parser("views", help="(re)create the DuckDB views over the lake's Parquet")

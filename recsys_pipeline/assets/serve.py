@@ -3,12 +3,15 @@
 ``serve/user_recommendations`` holds each user's top-K unrated movies (original ids) from the
 model folder named in its config, by default the same model as ``recsys-pipeline recommend``:
 the MLflow champion that ranks best (core: ``serving.lake_models.lake_top_k``), as Parquet
-with a DuckDB view ``serve_user_recommendations``.
+with a DuckDB view ``serve_user_recommendations``. Users of the current data that the model
+was trained without (a retrain the champion gate kept out) are folded in from their lake
+ratings, as ``recommend`` does (metadata ``folded_in_users``).
 """
 
 import dagster as dg
 import pyarrow as pa
 
+from recsys_pipeline import schema as S
 from recsys_pipeline.assets.prepare import PREFIX as PREPARED
 from recsys_pipeline.assets.train import model_assets
 from recsys_pipeline.assets.train_ranking import ranking_model_assets
@@ -55,9 +58,15 @@ def user_recommendations(context: dg.AssetExecutionContext, config: UserRecommen
         chosen = f"no champion with that metric in MLflow: {DEFAULT_MODEL}"
     context.log.info("serving %s (%s) from %s: %s", served.name, served.model.family,
                      served.source, chosen)
+    folded = len(set(table.column(S.USER_ID).to_pylist())
+                 - set(served.maps.users.column(S.USER_ID).to_pylist()))
+    if folded:
+        context.log.info("%d user(s) the model was trained without folded in from their lake "
+                         "ratings", folded)
     context.add_output_metadata({**table_metadata(table), "model": served.name,
                                  "family": served.model.family, "k": config.k,
-                                 "model_source": served.source, "chosen": chosen})
+                                 "model_source": served.source, "chosen": chosen,
+                                 "folded_in_users": folded})
     return table
 
 

@@ -52,8 +52,10 @@ from recsys_pipeline.evaluation.rescore import known_pairs
 from recsys_pipeline.evaluation.topk import ItemSets
 from recsys_pipeline.models.base import CONFIG_FILE, RatingModel, load_model
 from recsys_pipeline.models.ranking_base import RANKING_FAMILIES, load_ranking_model
+from recsys_pipeline.serving.fold_in import FoldedUser, FoldInConfig, fold_in
 from recsys_pipeline.serving.ranking_serving import load_lake_serving
 from recsys_pipeline.serving.recommend import batch_top_k, seen_items, top_k_table
+from recsys_pipeline.serving.tables import USER_TOP_K_SCHEMA
 
 logger = logging.getLogger(__name__)
 
@@ -463,4 +465,60 @@ def lake_top_k(lake: str | os.PathLike[str], name: str | None, k: int,
     """
     served = resolve_model(lake, name or None, tracking_uri=tracking_uri)
     top = batch_top_k(served.model, load_seen(lake, served.maps), k, device=device)
-    return served, top_k_table(top, served.maps)
+    table = top_k_table(top, served.maps)
+    folded = fold_in_lake_users(lake, served, users_unknown_to(served, load_maps(lake)))
+    if not folded:
+        return served, table
+    return served, pa.concat_tables([table, folded_top_k_table(folded, served.maps, k)])
+
+
+def users_unknown_to(served: ServingModel, current: IdMaps) -> np.ndarray:
+    """The users of the lake's current id maps that the served model does not know (they
+    rated, e.g. as stored new users, after it was trained), ascending.  # [n] int64"""
+    ids = current.users.column(S.USER_ID).to_numpy().astype(np.int64)
+    known = np.isin(ids, served.maps.users.column(S.USER_ID).to_numpy())
+    return np.sort(ids[~known])
+
+
+def lake_user_ratings(lake: str | os.PathLike[str], user_id: int) -> pa.Table:
+    """One user's rows of ``clean/ratings`` (item_id, rating, timestamp; no rows when the lake
+    has none of theirs)."""
+    path = Path(lake).joinpath(*RATINGS_FILE)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such lake file; materialize clean/ratings")
+    return pq.read_table(path, columns=[S.ITEM_ID, S.RATING, S.TIMESTAMP],
+                         filters=[(S.USER_ID, "=", int(user_id))])
+
+
+def fold_in_lake_users(lake: str | os.PathLike[str], served: ServingModel,
+                       user_ids: np.ndarray) -> dict[int, FoldedUser]:
+    """Users the served model does not know, folded in from their ``clean/ratings`` rows
+    (as ``new-user`` does with a file; movies the model does not know are skipped). Users
+    without lake ratings, or whose ratings the model cannot use, are left out (logged)."""
+    folded: dict[int, FoldedUser] = {}
+    for user_id in (int(u) for u in user_ids):
+        ratings = lake_user_ratings(lake, user_id)
+        if ratings.num_rows == 0:
+            continue
+        try:
+            folded[user_id] = fold_in(served.model, ratings, served.maps,
+                                      FoldInConfig(unknown="skip"))
+        except ValueError as exc:  # e.g. no movie the model knows, no positive rating
+            logger.warning("user %d not served: %s", user_id, exc)
+    return folded
+
+
+def folded_top_k_table(folded: dict[int, FoldedUser], maps: IdMaps, k: int) -> pa.Table:
+    """``USER_TOP_K_SCHEMA`` rows of folded-in users' top-``k`` unrated items."""
+    columns: dict[str, list] = {name: [] for name in USER_TOP_K_SCHEMA.names}
+    for user_id, user in sorted(folded.items()):
+        scores = user.scores.clone()
+        scores[torch.from_numpy(user.item_idx)] = float("-inf")
+        top_scores, top = torch.topk(scores, min(k, scores.shape[0]))
+        keep = torch.isfinite(top_scores).numpy()
+        n = int(keep.sum())
+        columns[S.USER_ID] += [user_id] * n
+        columns["rank"] += list(range(1, n + 1))
+        columns[S.ITEM_ID] += maps.to_item_ids(top.numpy()[keep]).tolist()
+        columns["score"] += top_scores.numpy()[keep].tolist()
+    return pa.Table.from_pydict(columns, schema=USER_TOP_K_SCHEMA)

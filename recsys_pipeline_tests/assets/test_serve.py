@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from recsys_pipeline import schema as S
 from recsys_pipeline.assets.serve import serve_assets, user_recommendations
+from recsys_pipeline.cli import main
 from recsys_pipeline.data.lake import read_parquet
 from recsys_pipeline.data.lakedb import DB_FILE_NAME
 from recsys_pipeline.mlflow_resource import MlflowResource
@@ -54,7 +58,7 @@ def test_user_recommendations_in_the_full_pipeline(built):
     assert not pairs & set(recs)
     meta = result.asset_materializations_for_node(OP)[0].metadata
     assert meta["model"].value == champion and meta["dagster/row_count"].value == 90
-    assert meta["model_source"].value == served.source
+    assert meta["model_source"].value == served.source and meta["folded_in_users"].value == 0
     assert meta["chosen"].value.startswith("the champion with the best validation NDCG@10")
     with duckdb.connect(str(lake / DB_FILE_NAME), read_only=True) as conn:
         count = conn.execute("select count(*) from serve_user_recommendations").fetchall()[0][0]
@@ -97,3 +101,50 @@ def test_user_recommendations_definition():
     deps = {d.asset_key for d in spec.deps}
     assert dg.AssetKey(["models", "mf_model"]) in deps
     assert dg.AssetKey(["clean", "ratings"]) in deps  # every rating is excluded
+
+
+def _add_lake_user(lake: Path, user_id: int, n: int) -> list[int]:
+    """Give the lake's current data one more user with ``n`` ratings (clean/ratings and the
+    prepared user map), as a retrain after `new-user --persist` would; the champions in
+    MLflow stay the ones trained without them. Returns the movies they rated."""
+    maps = lm.load_maps(lake)
+    rated = maps.items.column(S.ITEM_ID).to_pylist()[:n]
+    ratings = read_parquet(lake / "clean" / "ratings.parquet")
+    extra = pa.table({S.USER_ID: [user_id] * n, S.ITEM_ID: rated,
+                      S.RATING: [5.0, 4.0] * (n // 2) + [5.0] * (n % 2),
+                      S.TIMESTAMP: [1_600_000_000 + i for i in range(n)]}).cast(ratings.schema)
+    pq.write_table(pa.concat_tables([ratings, extra]), lake / "clean" / "ratings.parquet")
+    users = maps.users
+    row = pa.table({S.USER_IDX: [users.num_rows], S.USER_ID: [user_id]}).cast(users.schema)
+    pq.write_table(pa.concat_tables([users, row]), lake / "prepared" / "user_map.parquet")
+    return rated
+
+
+def test_a_user_the_champion_does_not_know_is_folded_in_from_the_lake(built, tmp_path,
+                                                                       capsys):
+    # a retrain after `new-user --persist` whose challenger the champion gate kept out: the
+    # lake knows user 31, the serving champion does not; both the serve table and
+    # `recommend` fold them in from their lake ratings instead of leaving them out
+    lake = tmp_path / "lake"
+    shutil.copytree(built[0], lake)
+    rated = _add_lake_user(lake, 31, 8)
+    served, table = lm.lake_top_k(lake, None, 3)
+    assert served.maps.n_users == 30
+    assert lm.users_unknown_to(served, lm.load_maps(lake)).tolist() == [31]
+    theirs = table.filter(pc.equal(table.column(S.USER_ID), 31))
+    assert theirs.column("rank").to_pylist() == [1, 2, 3]
+    assert not set(theirs.column(S.ITEM_ID).to_pylist()) & set(rated)
+    folded = lm.fold_in_lake_users(lake, served, np.asarray([31]))[31]
+    movies = lm.load_movies(lake)
+    assert theirs.column(S.ITEM_ID).to_pylist() == \
+        folded.recommend(served.maps, movies, 3).column(S.ITEM_ID).to_pylist()
+    assert table.filter(pc.not_equal(table.column(S.USER_ID), 31)).equals(
+        lm.lake_top_k(built[0], None, 3)[1])  # everyone else as before
+
+    assert main(["--lake", str(lake), "recommend", "--user", "31", "-k", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "user 31 is not one of the 30 users" in out and "folded in from their 8 ratings" in out
+    for item in theirs.column(S.ITEM_ID).to_pylist():
+        assert f" {item} " in out or f"\t{item}\t" in out or f" {item}\n" in out
+    assert main(["--lake", str(lake), "recommend", "--user", "32", "-k", "3"]) == 2
+    assert "unknown user_id 32" in capsys.readouterr().err
