@@ -52,6 +52,7 @@ TAG_VALID_SHA = "data.valid_sha256"
 TAG_RELEASE = "data.release"
 TAG_SPLIT = "data.split_config"  # the split's config (split_signature) a version trained on
 SPLIT_PARAM_PREFIX = "data.split."
+FILTER_PARAM_PREFIX = "data.filter."
 
 # champion rescorer: (champion version, metric) -> (champion value, challenger value on the
 # same rows, rows compared, validation rows of the challenger)
@@ -158,11 +159,17 @@ def current_champion(client: MlflowClient, name: str
 
 
 def split_signature(params: Mapping[str, Any] | None) -> str:
-    """The split's config from a run's ``data.split.*`` params, as one canonical string
-    (``""`` without them): versions trained on different splits are not compared."""
-    split = {k.removeprefix(SPLIT_PARAM_PREFIX): str(v) for k, v in (params or {}).items()
-             if k.startswith(SPLIT_PARAM_PREFIX)}
-    return json.dumps(split, sort_keys=True) if split else ""
+    """The split's and the filters' configs from a run's ``data.split.*`` and
+    ``data.filter.*`` params, as one canonical string (``""`` without split params):
+    versions trained on different splits or filters are not compared (another filter moves
+    the split's cuts, so one model's training rows are the other's validation rows)."""
+    params = params or {}
+    split = {k: str(v) for k, v in params.items()
+             if k.startswith((SPLIT_PARAM_PREFIX, FILTER_PARAM_PREFIX))}
+    if not any(k.startswith(SPLIT_PARAM_PREFIX) for k in split):
+        return ""
+    return json.dumps({k.removeprefix(SPLIT_PARAM_PREFIX): v for k, v in split.items()},
+                      sort_keys=True)
 
 
 def gate(client: MlflowClient, name: str, version: str, new: Contender,

@@ -102,20 +102,27 @@ class UserItemMatrixConfig(dg.Config):
         return SparseConfig(binarize_threshold=self.binarize_threshold)
 
 
-@dg.asset(key_prefix=PREFIX, group_name=GROUP, kinds={"parquet", "pyarrow"},
-          ins={"ratings": dg.AssetIn(key=["clean", "ratings"])})
+@dg.multi_asset(
+    name=f"{PREFIX}__filtered_ratings", group_name=GROUP,
+    ins={"ratings": dg.AssetIn(key=["clean", "ratings"])},
+    outs={"filtered_ratings": dg.AssetOut(key_prefix=PREFIX, kinds={"parquet", "pyarrow"},
+                                          description="Ratings kept by the filters."),
+          "filter_report": dg.AssetOut(key_prefix=PREFIX, io_manager_key="json_io_manager",
+                                       description="The filters' config and each step's "
+                                                   "counts; the split report carries the "
+                                                   "config on to the models' runs.")})
 def filtered_ratings(context: dg.AssetExecutionContext, config: FilteredRatingsConfig,
-                     ratings: pa.Table) -> pa.Table:
+                     ratings: pa.Table):
     """Ratings kept by the filters, with rows/users/items before and after each step."""
     table, steps = filter_ratings(ratings, config.to_core())
     rows = [{"step": s.step, "reason": s.reason, "rows": f"{s.rows_before} -> {s.rows_after}",
              "users": f"{s.users_before} -> {s.users_after}",
              "items": f"{s.items_before} -> {s.items_after}"} for s in steps]
-    context.add_output_metadata({
-        **table_metadata(table), "filter_steps": dg.MetadataValue.md(markdown_table(rows)),
-        "rows_dropped": ratings.num_rows - table.num_rows,
-    })
-    return table
+    meta = {**table_metadata(table), "filter_steps": dg.MetadataValue.md(markdown_table(rows)),
+            "rows_dropped": ratings.num_rows - table.num_rows}
+    report = {"config": config.model_dump(), "steps": rows}
+    return (dg.Output(table, output_name="filtered_ratings", metadata=meta),
+            dg.Output(report, output_name="filter_report"))
 
 
 @dg.multi_asset(
@@ -151,19 +158,23 @@ def _activity_plots(encoded: pa.Table, lake: LakeResource) -> dict[str, object]:
 
 
 @dg.multi_asset(
-    group_name=GROUP, ins={"encoded": dg.AssetIn(key=[PREFIX, "encoded_ratings"])},
+    group_name=GROUP, ins={"encoded": dg.AssetIn(key=[PREFIX, "encoded_ratings"]),
+                           "filter_report": dg.AssetIn(key=[PREFIX, "filter_report"])},
     outs={**{name: dg.AssetOut(key=split_key(name), kinds={"parquet"},
                                description=f"The {name} rows of the rating split.")
              for name in SPLIT_TABLES},
           "report": dg.AssetOut(key=split_key("report"), io_manager_key="json_io_manager",
                                 description="The split's config and per-table counts.")})
 def rating_splits(context: dg.AssetExecutionContext, config: RatingSplitsConfig,
-                  encoded: pa.Table):
-    """Train / valid / test (and fold-in) tables by the configured method; seeded."""
+                  encoded: pa.Table, filter_report: dict):
+    """Train / valid / test (and fold-in) tables by the configured method; seeded. The report
+    holds the split's config and the filters' (``filter``): the models' runs log both as
+    ``data.split.*`` / ``data.filter.*`` params, and the champion gate compares only models
+    trained under the same ones."""
     splits = split_ratings(encoded, config.to_core())
     summary = split_summary({n: getattr(splits, n) for n in SPLIT_TABLES})
-    report = {"config": config.model_dump(), "summary": summary,
-              "report": _jsonable(splits.report)}
+    report = {"config": config.model_dump(), "filter": filter_report.get("config", {}),
+              "summary": summary, "report": _jsonable(splits.report)}
     context.log.info("split %s: %s", config.method, {s["split"]: s["rows"] for s in summary})
     md = dg.MetadataValue.md(markdown_table(summary))
     outputs = [dg.Output(getattr(splits, n), output_name=n,

@@ -62,8 +62,10 @@ KINDS = {"pytorch", "mlflow"}
 
 
 def split_params(report: dict[str, Any]) -> dict[str, Any]:
-    """The split's config (``prepared/splits/report.json``) as ``data.split.*`` run params."""
-    return {f"data.split.{k}": v for k, v in report.get("config", {}).items()}
+    """The split's and the filters' configs (``prepared/splits/report.json``) as
+    ``data.split.*`` and ``data.filter.*`` run params."""
+    return {**{f"data.split.{k}": v for k, v in report.get("config", {}).items()},
+            **{f"data.filter.{k}": v for k, v in report.get("filter", {}).items()}}
 
 
 def split_hashes(lake: LakeResource) -> dict[str, str]:

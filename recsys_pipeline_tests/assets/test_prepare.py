@@ -40,7 +40,10 @@ def test_prepare_chain_every_split_method(tmp_lake, lake_resources, tiny_release
     assert encoded.num_rows == 30 * 25
     tables = {n: read_parquet(prepared / "splits" / f"{n}.parquet") for n in SPLIT_TABLES}
     assert sum(t.num_rows for t in tables.values()) == encoded.num_rows
-    assert read_json(prepared / "splits" / "report.json")["config"]["method"] == split["method"]
+    report = read_json(prepared / "splits" / "report.json")
+    assert report["config"]["method"] == split["method"]
+    assert report["filter"] == read_json(prepared / "filter_report.json")["config"]
+    assert report["filter"]["min_user_ratings"] == 0  # the filters' defaults, carried along
     if split["method"] == "strong_generalization":
         held_out = set(tables["valid"][S.USER_IDX].to_pylist())
         assert len(held_out) == 4 and not held_out & set(tables["train"][S.USER_IDX].to_pylist())
@@ -65,7 +68,8 @@ def test_course_filter_through_config(lake_resources, embedded_release):
     result = dg.materialize(
         [*ingest_assets, prepare_assets[0]], resources=lake_resources,
         selection=dg.AssetSelection.keys(["raw", "movielens_release"], ["clean", "ratings"],
-                                         ["prepared", "filtered_ratings"]),
+                                         ["prepared", "filtered_ratings"],
+                                         ["prepared", "filter_report"]),
         run_config=dg.RunConfig({
             "raw__movielens_release": {"config": {"path": str(embedded_release)}},
             "prepared__filtered_ratings": {"config": {"top_n_items": 200,
@@ -74,6 +78,8 @@ def test_course_filter_through_config(lake_resources, embedded_release):
     assert (meta["dagster/row_count"].value, meta["distinct_users"].value,
             meta["distinct_items"].value) == (8_329, 63, 200)
     assert "top_n_items" in meta["filter_steps"].value
+    filters = read_json(lake_resources["lake"].path("prepared", "filter_report.json"))
+    assert filters["config"]["top_n_items"] == 200 and filters["steps"]
 
 
 def _encoded(users, items, times):

@@ -128,6 +128,12 @@ def test_a_model_of_another_split_config_takes_over_unrescored(tracker, planted_
     assert "trained on another split" in worse.champion_reason and "0.7" in \
         worse.champion_reason
     assert _champion_version(tracker) == worse.registered_version
+    # another filter (README's prepare.yaml: top_n_items 200) moves every user's temporal
+    # cut, so the champion's training rows become validation rows: not re-scored either
+    filtered = train(BAD, "D", {**other, "data.filter.top_n_items": 200})
+    assert filtered.champion and filtered.gate.compared_rows is None
+    assert "top_n_items" in filtered.champion_reason
+    assert _champion_version(tracker) == filtered.registered_version
 
 
 def test_split_signature_is_canonical() -> None:
@@ -135,6 +141,10 @@ def test_split_signature_is_canonical() -> None:
     a = split_signature({"data.split.method": "random", "data.split.seed": 0, "x": 1})
     assert a == split_signature({"data.split.seed": "0", "data.split.method": "random"})
     assert a != split_signature({"data.split.method": "random", "data.split.seed": 1})
+    b = split_signature({"data.split.method": "random", "data.split.seed": 0,
+                         "data.filter.min_user_ratings": 5})
+    assert b != a and "data.filter.min_user_ratings" in b
+    assert split_signature({"data.filter.min_user_ratings": 5}) == ""  # no split: unknown
 
 
 def test_bad_gate_settings_are_refused(tracker) -> None:
