@@ -5,6 +5,7 @@
 ``torch.load(weights_only=True)``, nothing is pickled). ``DeviceResource`` picks the device.
 """
 
+import json
 import os
 import shutil
 import tempfile
@@ -21,6 +22,7 @@ from recsys_pipeline.models.base import (
     load_model,
 )
 from recsys_pipeline.resources import LakeResource
+from recsys_pipeline.serving.lake_models import TRAINED_ON_FILE, lake_data_signature
 from recsys_pipeline.training.device import pick_device
 
 
@@ -89,6 +91,8 @@ class ModelIOManager(dg.ConfigurableIOManager):
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
         try:
             self._save(obj, tmp)
+            trained_on = lake_data_signature(self.lake.path())  # serving checks it
+            (tmp / TRAINED_ON_FILE).write_text(json.dumps(trained_on, indent=2) + "\n")
             os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide the model from other users
             replace_dir(tmp, final)
         finally:

@@ -383,7 +383,7 @@ def test_new_user_ratings_follow_the_ingested_release_scale(lake, capsys, tmp_pa
 
 def test_champions_of_another_release_are_not_served_by_default(lake, capsys):
     """After ingesting another release (without retraining) the champions' ids would mean
-    other users and movies: the default refuses, a named model is still served."""
+    other users and movies: the default refuses, and so does a named lake model."""
     import json
 
     record = lake / "raw" / "movielens_release.json"
@@ -394,11 +394,40 @@ def test_champions_of_another_release_are_not_served_by_default(lake, capsys):
         code, _, err = _run(lake, capsys, "recommend", "--user", "1", "-k", "3")
         assert code == 2
         assert (f"the champions were trained on {trained_on} but the lake holds ml-1m "
-                "(raw/movielens_release.json)") in err and "--model" in err
+                "(raw/movielens_release.json)") in err and "full_pipeline_job" in err
         code, out, err = _run(lake, capsys, "recommend", "--user", "1", "-k", "3", "--model",
-                              "mf")
-        assert code == 0, err
+                              "mf")  # its lake folder was trained on that release too
+        assert code == 2 and "models/mf_model was trained on" in err
     finally:
         record.write_text(saved)
     code, out, _ = _run(lake, capsys, "recommend", "--user", "1", "-k", "3")
     assert code == 0 and "from mlflow run" in out
+
+
+def test_a_lake_model_is_not_served_on_data_it_was_not_trained_on(lake, tmp_path, capsys):
+    # the lake folder's model translates ids through the lake's current maps: after another
+    # release is ingested, or prepare_job runs again, those would name other users/movies
+    import json
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    copy = tmp_path / "lake"
+    shutil.copytree(lake, copy)
+    trained_on = json.loads((copy / "models" / "mf_model" / lm.TRAINED_ON_FILE).read_text())
+    assert trained_on == lm.lake_data_signature(copy) and trained_on["release"]
+    assert _run(copy, capsys, "recommend", "--user", "3", "--model", "mf")[0] == 0
+
+    record = copy / "raw" / "movielens_release.json"
+    original = record.read_text()
+    record.write_text(json.dumps({**json.loads(original), "name": "ml-1m"}))
+    code, _, err = _run(copy, capsys, "recommend", "--user", "3", "--model", "mf")
+    assert code == 2 and f"models/mf_model was trained on {trained_on['release']}, but the " \
+        "lake now holds ml-1m" in err
+    record.write_text(original)
+
+    users = pq.read_table(copy / "prepared" / "user_map.parquet")  # same size, other ids
+    shifted = users.set_column(1, S.USER_ID, pc.add(users.column(S.USER_ID), 1000))
+    pq.write_table(shifted, copy / "prepared" / "user_map.parquet")
+    code, _, err = _run(copy, capsys, "similar", "--item", "1", "--model", "mf")
+    assert code == 2 and "models/mf_model was trained on other prepared data" in err

@@ -46,7 +46,7 @@ import torch
 
 from recsys_pipeline import schema as S
 from recsys_pipeline.data.encode import IdMaps, load_id_maps
-from recsys_pipeline.data.lake import read_parquet
+from recsys_pipeline.data.lake import file_sha256, read_parquet
 from recsys_pipeline.data.raw_watch import ingested_release_name
 from recsys_pipeline.evaluation.rescore import known_pairs
 from recsys_pipeline.evaluation.topk import ItemSets
@@ -84,6 +84,7 @@ RUN_MODEL_DIR = "original_ids_model/artifacts/model"  # tracking_export: config 
 RUN_MAPS_DIR = "id_maps"  # tracking.train_and_track: user_map / item_map
 RUN_PYFUNC_ARTIFACTS = "original_ids_model/artifacts"  # model/, users.parquet, items.parquet
 TWO_TOWER = "two_tower"
+TRAINED_ON_FILE = "trained_on.json"  # beside config.json: the lake data the model trained on
 
 
 @dataclass(frozen=True)
@@ -144,10 +145,41 @@ def load_lake_served(lake: str | os.PathLike[str], name: str) -> tuple[RatingMod
     if not (folder / CONFIG_FILE).is_file():
         have = ", ".join(lake_model_names(lake)) or "none: materialize the models/* assets"
         raise FileNotFoundError(f"no model at {folder} (the lake has: {have})")
+    check_trained_on(lake, folder)
     if json.loads((folder / CONFIG_FILE).read_text()).get("family") in RANKING_FAMILIES:
         model, maps = load_lake_serving(lake, folder, load_maps(lake), load_split(lake, "train"))
         return model.eval(), maps
     return load_model(folder, map_location="cpu").eval(), load_maps(lake)
+
+
+def lake_data_signature(lake: str | os.PathLike[str]) -> dict[str, str]:
+    """What a lake model folder is tied to: the release last ingested and the SHA-256 of the
+    id maps it translates ids through (``trained_on.json``, written beside the model)."""
+    prepared = Path(lake) / PREPARED_DIR
+    maps = {f"{n}_sha256": file_sha256(prepared / f"{n}.parquet") if
+            (prepared / f"{n}.parquet").is_file() else "" for n in ("user_map", "item_map")}
+    return {"release": ingested_release_name(Path(lake) / "raw"), **maps}
+
+
+def check_trained_on(lake: str | os.PathLike[str], folder: Path) -> None:
+    """Raise ValueError when the lake data changed since the model in ``folder`` was trained
+    (another release ingested, or other id maps prepared): its indices would name other
+    users and movies. Folders without ``trained_on.json`` (older ones) are not checked."""
+    path = folder / TRAINED_ON_FILE
+    if not path.is_file():
+        return
+    then, now = json.loads(path.read_text()), lake_data_signature(lake)
+    where = f"{Path(folder).parent.name}/{Path(folder).name}"
+    if then.get("release") and now["release"] and then["release"] != now["release"]:
+        raise ValueError(f"{where} was trained on {then['release']}, but the lake now holds "
+                         f"{now['release']} (raw/movielens_release.json): its ids mean other "
+                         "people and movies there; retrain it (dagster job execute -j "
+                         "full_pipeline_job) before serving it")
+    if any(then.get(k) != now[k] for k in ("user_map_sha256", "item_map_sha256")):
+        raise ValueError(f"{where} was trained on other prepared data: prepared/user_map or "
+                         "item_map changed since (prepare_job ran again, e.g. with other "
+                         "filters or new users); retrain it (dagster job execute -j "
+                         "train_job) or serve the champion (leave out --model)")
 
 
 def load_maps(lake: str | os.PathLike[str]) -> IdMaps:
@@ -279,7 +311,7 @@ def _best_champion(lake: str | os.PathLike[str], tracking_uri: str | None, by: s
         other = ", ".join(sorted({c.release for c in stale}))
         raise ValueError(f"the champions were trained on {other} but the lake holds "
                          f"{ingested} (raw/movielens_release.json): their ids mean other users "
-                         "and movies; retrain (full_pipeline_job) or name a model with --model")
+                         "and movies; retrain (dagster job execute -j full_pipeline_job)")
     if by == "rmse":
         ranked = sorted((c.rmse, c.folder, c.run_id) for c in found if math.isfinite(c.rmse))
     else:

@@ -89,8 +89,10 @@ def check_model_maps(model: nn.Module, maps: IdMaps) -> None:
     n_users, n_items = int(model.n_users), int(model.n_items)
     if (n_users, n_items) != (maps.n_users, maps.n_items):
         raise ValueError(f"{type(model).__name__} has n_users={n_users}, n_items={n_items} but "
-                         f"the id maps have {maps.n_users} users and {maps.n_items} items; "
-                         "use the maps the model was trained with")
+                         f"the id maps have {maps.n_users} users and {maps.n_items} items: "
+                         "the model was trained on other prepared data (prepare_job ran "
+                         "again since?); retrain it (dagster job execute -j train_job), or "
+                         "use the maps it was trained with")
 
 
 def one_user_idx(maps: IdMaps, user_id: int) -> int:
