@@ -110,7 +110,13 @@ def _with_new_users(raw: pa.Table, release: Release, described: dict
         if file_sha256(path) != recorded["sha256"][path.name]:
             raise ValueError(f"{path} changed since raw/movielens_release recorded it; "
                              "re-materialize raw/movielens_release")
-    added = read_new_users(files, release.rating_scale, raw.column(S.USER_ID))
+    try:
+        added = read_new_users(files, release.rating_scale, raw.column(S.USER_ID), release.name)
+    except ValueError as exc:  # e.g. users stored for ml-latest-small, now ingesting ml-1m
+        raise ValueError(f"{exc}. The new users stored under {folder} are added to every "
+                         "release ingested; if they were made for another release, ingest "
+                         "this one with include_new_users: false (raw__movielens_release's "
+                         f"config) or move {folder} aside") from None
     return pa.concat_tables([raw, added.ratings]), {
         "new_user_files": len(files), "new_users": added.users,
         "new_user_ratings": added.ratings.num_rows}

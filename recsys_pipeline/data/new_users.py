@@ -51,14 +51,15 @@ class NewUsers:
     users: int
 
 
-def read_new_users(files: list[Path], scale: Scale, release_user_ids: pa.ChunkedArray | pa.Array
-                   ) -> NewUsers:
+def read_new_users(files: list[Path], scale: Scale, release_user_ids: pa.ChunkedArray | pa.Array,
+                   release_name: str = NEW_USERS_DIR) -> NewUsers:
     """Read the new users' files in the canonical ratings schema.
 
     Args:
         files: From :func:`new_user_files`.
         scale: The release's rating scale (a whole-star release rejects half stars).
         release_user_ids: ``user_id`` of the release's ratings; a new user must not reuse one.
+        release_name: The release's name, for the messages (e.g. "ml-1m scale").
 
     Returns:
         The rows of every file.
@@ -72,7 +73,7 @@ def read_new_users(files: list[Path], scale: Scale, release_user_ids: pa.Chunked
     tables = []
     for path in files:  # one file per user: a handful of files, each read vectorized
         table = read_layout_table("csv", "ratings", Member(path.parent, path.name),
-                                  NEW_USERS_DIR, scale)
+                                  release_name, scale)
         ids = np.unique(table.column(S.USER_ID).to_numpy().astype(np.int64))
         clash = ids[np.isin(ids, known)]
         if clash.size:

@@ -11,7 +11,7 @@ import pytest
 from recsys_pipeline import schema as S
 from recsys_pipeline.assets.ingest import ingest_assets
 from recsys_pipeline.data.lake import read_parquet
-from recsys_pipeline.data.movielens import HALF_STARS
+from recsys_pipeline.data.movielens import HALF_STARS, WHOLE_STARS
 from recsys_pipeline.data.new_users import new_user_files, read_new_users
 from recsys_pipeline.serving.new_user import persist_new_user
 
@@ -60,9 +60,20 @@ def test_a_new_user_file_reusing_a_release_id_fails_naming_the_file(tmp_lake, la
     folder.mkdir()
     bad = folder / "user_7.csv"
     bad.write_text("userId,movieId,rating,timestamp\n7,1,4.0,1700000000\n")
-    with pytest.raises(ValueError, match=r"user_7\.csv: user_id 7 already exists"):
+    with pytest.raises(ValueError, match=r"user_7\.csv: user_id 7 already exists.*made for "
+                                         r"another release, ingest this one with "
+                                         r"include_new_users: false"):
         _ingest(lake_resources, tiny_release)
     assert not (tmp_lake / "clean" / "ratings.parquet").exists()
+    assert _ingest(lake_resources, tiny_release, include_new_users=False).success  # the way out
+
+
+def test_half_stars_stored_for_another_release_name_it_and_the_way_out(tmp_path) -> None:
+    folder = tmp_path / "new_users"
+    folder.mkdir()
+    (folder / "user_50.csv").write_text("userId,movieId,rating,timestamp\n50,1,3.5,1700000000\n")
+    with pytest.raises(ValueError, match=r"rating 3.5 is not on the ml-1m scale"):
+        read_new_users(new_user_files(tmp_path), WHOLE_STARS, pa.array([1, 2]), "ml-1m")
 
 
 def test_malformed_new_user_file_names_file_and_line(tmp_path) -> None:
