@@ -21,6 +21,16 @@ if TYPE_CHECKING:
 DEFAULT_LAKE = "data_lake"
 
 
+def format_number(v: float) -> str:
+    """A float for reading: every integer digit and up to 4 decimals (353083, 1234567.5,
+    3.3 for a float32 3.2999999), 4 significant digits below 1 (0.0001235)."""
+    if not math.isfinite(v) or v == 0:
+        return str(v) if v != 0 else "0"
+    if abs(v) >= 1:
+        return f"{v:.4f}".rstrip("0").rstrip(".")
+    return f"{v:.4g}"
+
+
 def format_table(columns: Sequence[str], rows: Sequence[Sequence[object]],
                  max_rows: int | None = None) -> str:
     """Rows as an aligned text table, with a line saying how many were shown."""
@@ -28,7 +38,7 @@ def format_table(columns: Sequence[str], rows: Sequence[Sequence[object]],
 
     def cell(v: object) -> str:
         if isinstance(v, float):
-            return f"{v:.4g}" if abs(v) < 1e6 else f"{v:.0f}"
+            return format_number(v)
         if isinstance(v, list):
             return "|".join(map(str, v))
         return "NULL" if v is None else str(v)
@@ -46,6 +56,29 @@ def format_table(columns: Sequence[str], rows: Sequence[Sequence[object]],
     more = f" (showing {len(shown)})" if len(shown) < len(rows) else ""
     out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''}{more})")
     return "\n".join(out)
+
+
+def write_rows(out: object, fmt: str, columns: Sequence[str],
+               rows: Sequence[Sequence[object]]) -> None:
+    """Rows at full precision for other tools: ``csv`` (header + rows) or ``json`` (one
+    object per line); lists join with ``|`` in CSV, dates and times as ISO text."""
+    import csv
+    import datetime as dt
+    import json
+
+    def plain(v: object) -> object:
+        return v.isoformat() if isinstance(v, dt.date | dt.time) else v
+
+    if fmt == "csv":
+        writer = csv.writer(out, lineterminator="\n")  # type: ignore[arg-type]
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow(["|".join(map(str, v)) if isinstance(v, list) else plain(v)
+                             for v in row])
+        return
+    for row in rows:
+        print(json.dumps({c: plain(v) for c, v in zip(columns, row, strict=True)},
+                         default=str), file=out)  # type: ignore[arg-type]
 
 
 def _parse_params(pairs: Sequence[str]) -> dict[str, str]:
@@ -77,7 +110,10 @@ def _cmd_query(args: argparse.Namespace) -> int:
     else:
         raise ValueError("give a SQL statement, --saved NAME or --list")
     columns, rows = run_query(Path(args.lake) / DB_FILE_NAME, sql, bound)
-    print(format_table(columns, rows, args.max_rows))
+    if args.format == "table":
+        print(format_table(columns, rows, args.max_rows or None))
+    else:
+        write_rows(sys.stdout, args.format, columns, rows[:args.max_rows or None])
     return 0
 
 
@@ -312,7 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--list", action="store_true", help="list the saved queries")
     q.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="a $NAME parameter of the query (repeatable)")
-    q.add_argument("--max-rows", type=int, default=50, help="rows to print (default 50)")
+    q.add_argument("--max-rows", type=int, default=50,
+                   help="rows to print (default 50; 0 = all)")
+    q.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                   help="table (default; floats to 4 decimals), or csv / json lines at full "
+                        "precision")
     q.set_defaults(func=_cmd_query)
 
     d = sub.add_parser("download", help="download an official MovieLens zip (needs network, "

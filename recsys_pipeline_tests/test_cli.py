@@ -34,6 +34,30 @@ def test_query_prints_a_table(small_lake, capsys):
     assert out[-1] == "(2 rows)"
 
 
+@pytest.mark.parametrize(("value", "text"), [
+    (353083.0, "353083"), (1234567.5, "1234567.5"), (3.299999952316284, "3.3"),
+    (4.54321, "4.5432"), (-2.5, "-2.5"), (0.000123456, "0.0001235"), (0.0, "0"),
+    (float("nan"), "nan"), (1e20, "100000000000000000000")])
+def test_numbers_keep_every_integer_digit(value, text):
+    assert cli.format_number(value) == text  # was 3.531e+05 and 1234568
+
+
+def test_query_csv_and_json_lines_at_full_precision(small_lake, capsys):
+    sql = ("SELECT item_id, sum(rating) * 1000.5 AS s, list(user_id ORDER BY user_id) AS u, "
+           "min(timestamp) AS t FROM clean_ratings GROUP BY 1 ORDER BY 1")
+    assert cli.main(["--lake", str(small_lake), "query", sql, "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "item_id,s,u,t", "10,12006.0,1|2|3,2001-09-09T01:46:40+00:00",
+        "11,2001.0,1,2001-09-09T01:46:40+00:00"]
+    assert cli.main(["--lake", str(small_lake), "query", sql, "--format", "json",
+                     "--max-rows", "1"]) == 0
+    import json
+
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line) for line in lines] == [
+        {"item_id": 10, "s": 12006.0, "u": [1, 2, 3], "t": "2001-09-09T01:46:40+00:00"}]
+
+
 def test_negative_max_rows_is_refused(small_lake, capsys):
     code = cli.main(["--lake", str(small_lake), "query", "SELECT 1", "--max-rows", "-1"])
     assert code == 2 and "--max-rows -1 must be >= 0" in capsys.readouterr().err
@@ -67,3 +91,18 @@ def test_errors_are_one_line(small_lake, capsys):
     assert "read-only" in capsys.readouterr().err
     assert cli.main(["--lake", str(small_lake / "missing"), "query", "SELECT 1"]) == 2
     assert "no lake database yet" in capsys.readouterr().err
+
+
+def test_a_moved_lake_says_to_recreate_the_views(small_lake, tmp_path_factory, capsys):
+    import shutil
+
+    moved = tmp_path_factory.mktemp("moved") / "lake"
+    shutil.move(str(small_lake), moved)
+    code = cli.main(["--lake", str(moved), "query", "SELECT count(*) FROM clean_ratings"])
+    err = capsys.readouterr().err
+    assert code == 2 and "No files found" in err and "point outside this lake" in err
+    assert "recsys-pipeline --lake <lake> views" in err
+    assert cli.main(["--lake", str(moved), "views"]) == 0
+    assert cli.main(["--lake", str(moved), "query", "SELECT count(*) AS n FROM clean_ratings"]) \
+        == 0
+    assert capsys.readouterr().out.splitlines()[-2].split() == ["4"]

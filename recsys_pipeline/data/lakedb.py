@@ -153,6 +153,15 @@ def run_query(
             "`dagster job execute -m recsys_pipeline.definitions -j ingest_job` first"
         )
     with duckdb.connect(str(path), read_only=True) as conn:
-        cursor = conn.execute(sql, dict(params) if params else None)
+        try:
+            cursor = conn.execute(sql, dict(params) if params else None)
+        except duckdb.IOException as exc:
+            root = str(path.parent.resolve())
+            if "No files found" not in str(exc) or root in str(exc):
+                raise
+            # the views hold absolute paths: they still point where the lake used to be
+            raise duckdb.IOException(f"{exc}\nthe views in {path} point outside this lake "
+                                     "(was it moved or copied?): run `recsys-pipeline "
+                                     "--lake <lake> views` to recreate them") from None
         columns = [d[0] for d in cursor.description] if cursor.description else []
         return columns, cursor.fetchall()
