@@ -166,7 +166,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     from recsys_pipeline.serving.lake_models import load_movies, load_seen
     from recsys_pipeline.serving.recommend import recommend
 
-    served = _serving_model(args)
+    served = _serving_model(args, by="embeddings" if args.by_embedding else "ranking")
     if args.by_embedding:
         from recsys_pipeline.serving.similar import recommend_by_embedding
 
@@ -228,7 +228,7 @@ def _cmd_similar(args: argparse.Namespace) -> int:
     from recsys_pipeline.serving.lake_models import load_movies, train_support
     from recsys_pipeline.serving.similar import similar_items
 
-    served = _serving_model(args)
+    served = _serving_model(args, by="embeddings")
     support = train_support(args.lake, served.maps) if args.min_ratings else None
     table = similar_items(served.model, served.maps, load_movies(args.lake), args.item, args.k,
                          support, args.min_ratings)

@@ -136,7 +136,7 @@ def _cmd_project(args: argparse.Namespace) -> int:
     from recsys_pipeline.assets.project import write_item_projection
     from recsys_pipeline.cli import _serving_model
 
-    served = _serving_model(args)
+    served = _serving_model(args, by="embeddings")
     out = (Path(args.out) if args.out
            else Path(args.lake) / "reports" / "item_projection" / served.name)
     result = write_item_projection(args.lake, served, out, tuple(args.methods),

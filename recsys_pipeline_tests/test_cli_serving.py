@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -326,6 +327,24 @@ def test_champion_lookup_gives_up_quickly_on_an_unreachable_server(monkeypatch, 
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
     assert seen["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"
     assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # restored afterwards
+
+
+def test_similar_and_project_default_to_a_champion_with_embeddings(monkeypatch, tmp_path):
+    """After README's course filter popularity can rank best; similar items, projections and
+    --by-embedding need embeddings, so they take the best champion that has them."""
+    store = tmp_path / "mlflow.db"
+    store.touch()
+    found = [lm.Champion("popularity_model", "p", math.nan, 0.09),
+             lm.Champion("ease_model", "e", math.nan, 0.08),
+             lm.Champion("mf_model", "m", 0.9, 0.02),
+             lm.Champion("two_tower_model", "t", math.nan, 0.05)]
+    monkeypatch.setattr(lm, "_champions", lambda uri: found)
+    uri = f"sqlite:///{store}"
+    assert lm.champion_model_name(tmp_path, uri) == "popularity_model"
+    assert lm.champion_model_name(tmp_path, uri, by="embeddings") == "two_tower_model"
+    assert lm.champion_model_name(tmp_path, uri, by="rmse") == "mf_model"
+    found[3] = lm.Champion("two_tower_model", "t", math.nan, math.nan)
+    assert lm.champion_model_name(tmp_path, uri, by="embeddings") == "mf_model"
 
 
 def test_new_user_timestamps_order_a_sequence_model_and_are_stored(lake, capsys, tmp_path):

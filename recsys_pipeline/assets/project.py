@@ -161,7 +161,7 @@ def item_projection_report(context: dg.AssetExecutionContext, config: ItemProjec
     from recsys_pipeline.serving.lake_models import resolve_model
 
     served = resolve_model(lake.path(), config.model or None,
-                           tracking_uri=mlflow.resolved_tracking_uri())
+                           tracking_uri=mlflow.resolved_tracking_uri(), by="embeddings")
     out = lake.path(REPORTS, "item_projection", served.name)
     result = write_item_projection(lake.path(), served, out, tuple(config.methods),
                                    config.tsne_max_items, config.perplexity, config.seed)

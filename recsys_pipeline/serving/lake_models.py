@@ -13,11 +13,12 @@ A model is picked in one of three ways (:func:`resolve_model`):
 * by default: among the families' registered ``champion`` versions, the best one for the
   question, loaded from its run as above, so a challenger the champion gate kept out is never
   served even though its weights sit in the lake folder; else ``mf_model``. For lists of
-  movies (``by="ranking"``: recommend, new-user, similar, ...) the best ranker: the highest
+  movies (``by="ranking"``: recommend, new-user, export, ...) the best ranker: the highest
   ``best_valid_ndcg_at_10`` among the models evaluated on the per-user split (the rating
   models, popularity and two-tower; the fold-in and sequence models are measured on other
   protocols, not comparable). For predicted ratings (``by="rmse"``: check-user) the lowest
-  ``best_valid_rmse``.
+  ``best_valid_rmse``. For item embeddings (``by="embeddings"``: similar, project,
+  recommend --by-embedding) the best ranker among the families that have them.
 
 Seen items (never recommended back) are every rating of ``clean/ratings.parquet``, the
 user's whole record in the lake (the training split and the held-out valid and test ratings,
@@ -55,6 +56,7 @@ from recsys_pipeline.models.ranking_base import RANKING_FAMILIES, load_ranking_m
 from recsys_pipeline.serving.fold_in import FoldedUser, FoldInConfig, fold_in
 from recsys_pipeline.serving.ranking_serving import load_lake_serving
 from recsys_pipeline.serving.recommend import batch_top_k, seen_items, top_k_table
+from recsys_pipeline.serving.similar import EMBEDDING_FAMILIES
 from recsys_pipeline.serving.tables import USER_TOP_K_SCHEMA
 
 logger = logging.getLogger(__name__)
@@ -72,10 +74,12 @@ SELECTION_METRIC = "best_valid_rmse"
 RANKING_SELECTION_METRIC = "best_valid_ndcg_at_10"
 PROTOCOL_TAG = "ranking.protocol"  # tracking_ranking: the ranking model's protocol
 PER_USER_PROTOCOL = "per_user_topk"  # the ranking protocol of the rating models' split
-SELECTIONS = ("ranking", "rmse")
+SELECTIONS = ("ranking", "rmse", "embeddings")
 # why the default model is the one it is, per selection (the CLI and the serve asset say it)
 CHOSEN_BY = {"ranking": "the champion with the best validation NDCG@10 on the per-user split",
-             "rmse": "the champion with the best validation RMSE"}
+             "rmse": "the champion with the best validation RMSE",
+             "embeddings": "of the champions with item embeddings, the one with the best "
+                           "validation NDCG@10 on the per-user split"}
 ASSET_TAG = "dagster.asset_key"  # tracking.TAG_ASSET, e.g. "models/mf_model"
 RELEASE_TAG = "data.release"  # champion.TAG_RELEASE: the release a run trained on
 PT2_FILE = "data/model.pt2"  # where mlflow.pytorch (pt2 format) keeps the graph
@@ -234,8 +238,9 @@ def champion_model_name(lake: str | os.PathLike[str], tracking_uri: str | None =
     Args:
         lake: The lake folder.
         tracking_uri: The MLflow store (default: :func:`default_tracking_uri`).
-        by: ``"ranking"`` (highest validation NDCG@10 on the per-user split) or ``"rmse"``
-            (lowest validation RMSE).
+        by: ``"ranking"`` (highest validation NDCG@10 on the per-user split), ``"rmse"``
+            (lowest validation RMSE) or ``"embeddings"`` (the best ranker among the families
+            with item embeddings, for similar items and projections).
 
     Returns:
         E.g. ``two_tower_model``; None when there is no MLflow store in the lake (and no
@@ -312,6 +317,8 @@ def _best_champion(lake: str | os.PathLike[str], tracking_uri: str | None, by: s
         raise ValueError(f"the champions were trained on {other} but the lake holds "
                          f"{ingested} (raw/movielens_release.json): their ids mean other users "
                          "and movies; retrain (dagster job execute -j full_pipeline_job)")
+    if by == "embeddings":  # similar, project, --by-embedding: popularity or EASE cannot
+        found = [c for c in found if c.folder.removesuffix(MODEL_SUFFIX) in EMBEDDING_FAMILIES]
     if by == "rmse":
         ranked = sorted((c.rmse, c.folder, c.run_id) for c in found if math.isfinite(c.rmse))
     else:
