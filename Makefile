@@ -37,9 +37,11 @@ $(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $@
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+# The instance config template is dagster.instance.yaml: a dagster.yaml in the folder where
+# `dagster dev` starts would make it warn that it is not used. Copied again when it changes.
+$(DAGSTER_HOME)/dagster.yaml: dagster.instance.yaml
 	@mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $@
+	cp dagster.instance.yaml $@
 
 setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
 setup-dev: $(VENV)/.installed-dev $(DAGSTER_HOME)/dagster.yaml

@@ -2,14 +2,20 @@
 
 Stopped by default: turn it on in the Dagster UI (*Automation*) or with
 ``dagster schedule start retrain_schedule``. Its cron comes from ``$RECSYS_RETRAIN_CRON``
-(default ``0 3 * * 1``, Mondays 03:00) in ``$RECSYS_RETRAIN_TIMEZONE`` (default ``UTC``), read
-when the code location loads. Each tick retrains on the release last ingested into the lake
+(default ``0 3 * * 1``, Mondays 03:00; any cron Dagster accepts, ``@daily``/``@weekly``
+included) in ``$RECSYS_RETRAIN_TIMEZONE`` (default ``UTC``; an IANA name such as
+``Europe/Berlin``), read when the code location loads: a bad value fails the load with one
+line naming the variable and its value (a misconfigured schedule must not silently run at
+another time). Each tick retrains on the release last ingested into the lake
 (``raw/movielens_release.json``; the embedded ml-latest-small when nothing was ingested yet),
 with the new users stored under ``raw/new_users``; every trained model then meets the
-champion gate (``champion.py``) before it may replace the serving champion.
+champion gate (``champion.py``) before it may replace the serving champion. A tick skips
+while a ``full_pipeline_job`` run is queued or in progress (that run retrains on the same
+data), so ticks do not pile up behind the instance's one-run-at-a-time queue.
 """
 
 import os
+from collections.abc import Sequence
 
 import dagster as dg
 
@@ -20,20 +26,44 @@ from recsys_pipeline.resources import LakeResource
 CRON_ENV, TIMEZONE_ENV = "RECSYS_RETRAIN_CRON", "RECSYS_RETRAIN_TIMEZONE"
 DEFAULT_CRON, DEFAULT_TIMEZONE = "0 3 * * 1", "UTC"
 RELEASE_OP = "raw__movielens_release"  # assets.ingest.movielens_release's op
+# a run in one of these will still write the lake (NOT_STARTED is left out: a run whose
+# launch failed stays there for good and would block every tick)
+PENDING_STATUSES = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING,
+                    dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING)
+
+
+def _probe(**schedule_args: str) -> bool:
+    """Whether Dagster accepts the schedule arguments, on a throwaway definition."""
+    try:
+        dg.ScheduleDefinition(name="retrain_probe", job_name="probe", **schedule_args)
+    except dg.DagsterInvalidDefinitionError:
+        return False
+    return True
 
 
 def retrain_cron() -> str:
-    """The cron string in effect; raises naming the variable when it is not a valid cron."""
+    """The cron string in effect; raises naming the variable when Dagster rejects it."""
     cron = os.environ.get(CRON_ENV, "").strip() or DEFAULT_CRON
-    try:  # Dagster's own cron validation, on a throwaway definition
-        dg.ScheduleDefinition(name="retrain_cron_probe", cron_schedule=cron, job_name="probe")
-        valid = len(cron.split()) == 5
-    except dg.DagsterInvalidDefinitionError:
-        valid = False
-    if not valid:
-        raise ValueError(f"${CRON_ENV}={cron!r} is not a valid cron schedule "
-                         "(five fields, e.g. '0 3 * * 1' for Mondays 03:00)")
+    if not _probe(cron_schedule=cron):
+        raise ValueError(f"${CRON_ENV}={cron!r} is not a valid cron schedule (five fields, "
+                         "e.g. '0 3 * * 1' for Mondays 03:00, or an alias such as '@daily')")
     return cron
+
+
+def retrain_timezone() -> str:
+    """The timezone in effect; raises naming the variable when it is not a known timezone."""
+    timezone = os.environ.get(TIMEZONE_ENV, "").strip() or DEFAULT_TIMEZONE
+    if not _probe(cron_schedule=DEFAULT_CRON, execution_timezone=timezone):
+        raise ValueError(f"${TIMEZONE_ENV}={timezone!r} is not a known timezone "
+                         "(an IANA name, e.g. 'UTC' or 'Europe/Berlin')")
+    return timezone
+
+
+def pending_pipeline_runs(instance: dg.DagsterInstance, limit: int = 1
+                          ) -> Sequence[dg.DagsterRun]:
+    """The newest ``full_pipeline_job`` runs queued or in progress (newest first)."""
+    return instance.get_runs(dg.RunsFilter(job_name=full_pipeline_job.name,
+                                           statuses=list(PENDING_STATUSES)), limit=limit)
 
 
 def retrain_run_config(lake: LakeResource) -> dict:
@@ -45,13 +75,17 @@ def retrain_run_config(lake: LakeResource) -> dict:
 
 
 @dg.schedule(job=full_pipeline_job, cron_schedule=retrain_cron(),
-             execution_timezone=os.environ.get(TIMEZONE_ENV, "").strip() or DEFAULT_TIMEZONE,
+             execution_timezone=retrain_timezone(),
              default_status=dg.DefaultScheduleStatus.STOPPED,
              description="Retrain: re-ingest the release last ingested (plus stored new users), "
-                         "re-prepare, retrain every model behind the champion gate. Cron from "
+                         "re-prepare, retrain every model behind the champion gate; skipped "
+                         "while a full_pipeline_job run is queued or in progress. Cron from "
                          f"${CRON_ENV} (default '{DEFAULT_CRON}').")
 def retrain_schedule(context: dg.ScheduleEvaluationContext,
-                     lake: LakeResource) -> dg.RunRequest:
+                     lake: LakeResource) -> dg.RunRequest | dg.SkipReason:
+    if pending := pending_pipeline_runs(context.instance):
+        return dg.SkipReason(f"{full_pipeline_job.name} run {pending[0].run_id} is "
+                             f"{pending[0].status.value.lower()}: it retrains on the same lake")
     return dg.RunRequest(run_config=retrain_run_config(lake), tags={"trigger": "retrain_schedule"})
 
 

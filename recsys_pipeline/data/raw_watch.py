@@ -8,7 +8,13 @@ A *watched file* is, relative to ``raw/``:
 * a stored new user, ``raw/new_users/*.csv`` (``serving.new_user.persist_new_user``).
 
 Hidden files (a leading dot: temp files of atomic writes) are never watched. A file counts as
-new when its path or its modification time (nanoseconds) is not in the previous snapshot.
+new when its path or its modification time (nanoseconds) is not in the previous snapshot; a
+new user's file of the previous snapshot that is gone counts as removed (the user must leave
+the models too).
+
+``raw/movielens_release.json`` records the release last ingested; :func:`ingested_source`
+reads its ``source`` against the lake it is read in, so a moved or copied lake re-ingests its
+own copy of a release kept under ``raw/``, never the old location's.
 """
 
 from __future__ import annotations
@@ -59,16 +65,55 @@ def new_files(previous: Mapping[str, int], current: Mapping[str, int]) -> list[s
     return sorted(p for p, mtime in current.items() if previous.get(p) != mtime)
 
 
+def is_new_user_file(rel: str) -> bool:
+    """Whether a watched path (relative to ``raw/``) is a stored new user's file."""
+    return Path(rel).parts[0] == NEW_USERS_DIR
+
+
+def removed_new_users(previous: Mapping[str, int], current: Mapping[str, int]) -> list[str]:
+    """New users' files of ``previous`` that are no longer in ``current``, sorted (a deleted
+    user must leave the models: a retrain is due, as for an added one)."""
+    return sorted(p for p in previous if p not in current and is_new_user_file(p))
+
+
 def _record(raw_dir: str | os.PathLike[str]) -> dict:
     record = Path(raw_dir) / RELEASE_RECORD
     return json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
 
 
+def _recorded_raw(record: Mapping, source: Path) -> tuple[Path | None, bool]:
+    """The raw folder the record was written in, and whether that is known exactly: the
+    parent of the recorded new-users folder (``new_users.dir``, always written with the
+    lake's raw folder), else the nearest folder named ``raw`` above ``source``."""
+    folder = (record.get("new_users") or {}).get("dir")
+    if folder and Path(folder).is_absolute():
+        return Path(folder).parent, True
+    return next((p for p in source.parents if p.name == "raw"), None), False
+
+
 def ingested_source(raw_dir: str | os.PathLike[str]) -> Path | None:
     """The release last ingested into the lake (``source`` of ``raw/movielens_release.json``),
-    None when nothing was ingested yet."""
-    source = _record(raw_dir).get("source")
-    return Path(source) if source else None
+    None when nothing was ingested yet.
+
+    A release that was inside the lake's raw folder when it was ingested is found in the
+    lake of ``raw_dir``, by its path relative to that raw folder: a moved or copied lake
+    re-ingests its own copy, never the old location's. A relative ``source`` is relative to
+    ``raw_dir``. An older record that does not say which raw folder it was written in maps a
+    ``.../raw/<path>`` source the same way when that path exists here or the recorded one is
+    gone. A release outside the lake is where the record says.
+    """
+    record = _record(raw_dir)
+    source = record.get("source")
+    if not source:
+        return None
+    raw, path = Path(raw_dir), Path(source)
+    if not path.is_absolute():
+        return raw / path
+    old_raw, exact = _recorded_raw(record, path)
+    if old_raw is None or not path.is_relative_to(old_raw):
+        return path
+    here = raw / path.relative_to(old_raw)
+    return here if exact or here.exists() or not path.exists() else path
 
 
 def ingested_release_name(raw_dir: str | os.PathLike[str]) -> str:
@@ -87,6 +132,6 @@ def release_source(raw_dir: str | os.PathLike[str], rel: str) -> Path | None:
     """The release to ingest for a watched file: its folder (or the zip); for a new user's
     file the release last ingested (:func:`ingested_source`, None when there is none)."""
     path = Path(rel)
-    if path.parts[0] == NEW_USERS_DIR:
+    if is_new_user_file(rel):
         return ingested_source(raw_dir)
     return Path(raw_dir) / (path if path.suffix == ".zip" else path.parent)
