@@ -22,7 +22,8 @@ def test_write_replace_and_load(tmp_lake) -> None:
     for model in (first, second):
         manager.handle_output(dg.build_output_context(asset_key=KEY), model)
     folder = tmp_lake / "models" / "mf_model"
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "state_dict.pt"]
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "state_dict.pt",
+                                                        "trained_on.json"]
     assert json.loads((folder / "config.json").read_text())["config"]["n_factors"] == 3
     assert not [p for p in (tmp_lake / "models").iterdir() if p.name.startswith(".")]
     # plain tensors only: loadable with weights_only=True
