@@ -9,7 +9,9 @@ line naming the variable and its value (a misconfigured schedule must not silent
 another time). Each tick retrains on the release last ingested into the lake
 (``raw/movielens_release.json``; the embedded ml-latest-small when nothing was ingested yet),
 with the new users stored under ``raw/new_users``; every trained model then meets the
-champion gate (``champion.py``) before it may replace the serving champion. A tick skips
+champion gate (``champion.py``) before it may replace the serving champion. The retrain keeps
+the settings that made the lake: each op's config from the run that last materialized its
+asset (``lake_op_configs``). A tick skips
 while a ``full_pipeline_job`` run is queued or in progress (that run retrains on the same
 data), so ticks do not pile up behind the instance's one-run-at-a-time queue.
 """
@@ -20,7 +22,7 @@ from collections.abc import Sequence
 import dagster as dg
 
 from recsys_pipeline.data.raw_watch import ingested_source
-from recsys_pipeline.jobs import full_pipeline_job
+from recsys_pipeline.jobs import all_jobs, full_pipeline_job
 from recsys_pipeline.resources import LakeResource
 
 CRON_ENV, TIMEZONE_ENV = "RECSYS_RETRAIN_CRON", "RECSYS_RETRAIN_TIMEZONE"
@@ -66,12 +68,54 @@ def pending_pipeline_runs(instance: dg.DagsterInstance, limit: int = 1
                                            statuses=list(PENDING_STATUSES)), limit=limit)
 
 
-def retrain_run_config(lake: LakeResource) -> dict:
-    """Run config for a retrain: ingest the release the lake last ingested, if any."""
-    source = ingested_source(lake.raw_dir())
-    if source is None:
-        return {}
-    return {"ops": {RELEASE_OP: {"config": {"path": str(source)}}}}
+def _pipeline_ops() -> dict[str, list[dg.AssetKey]]:
+    """Op name -> its asset keys, for every asset ``full_pipeline_job`` runs."""
+    from recsys_pipeline.assets.evaluate import evaluate_assets
+    from recsys_pipeline.assets.ingest import ingest_assets
+    from recsys_pipeline.assets.prepare import prepare_assets
+    from recsys_pipeline.assets.ranking import ranking_assets
+    from recsys_pipeline.assets.serve import serve_assets
+    from recsys_pipeline.assets.train import train_assets
+
+    every = [*ingest_assets, *prepare_assets, *train_assets, *ranking_assets, *evaluate_assets,
+             *serve_assets]
+    return {a.node_def.name: sorted(a.keys, key=lambda k: k.to_user_string()) for a in every}
+
+
+def lake_op_configs(instance: dg.DagsterInstance) -> dict[str, dict]:
+    """Each op's config in the run that last materialized its asset: the settings that made
+    the lake as it is (a prepare_job with the course filter, train_full_job's presets, a
+    train_job -c ...), which a retrain keeps instead of falling back to the defaults."""
+    preset = {job.name: (job.config or {}).get("ops", {}) for job in all_jobs
+              if isinstance(getattr(job, "config", None), dict)}
+    out: dict[str, dict] = {}
+    for op, keys in _pipeline_ops().items():
+        events = [e for e in map(instance.get_latest_materialization_event, keys) if e]
+        event = max(events, key=lambda e: e.timestamp, default=None)
+        run = instance.get_run_by_id(event.run_id) if event is not None else None
+        if run is None:
+            continue
+        config = ((run.run_config or {}).get("ops") or {}).get(op) \
+            or preset.get(run.job_name, {}).get(op)
+        if config:
+            out[op] = config
+    return out
+
+
+def retrain_run_config(lake: LakeResource, instance: dg.DagsterInstance | None = None,
+                       source: object = None) -> dict:
+    """Run config for a retrain: every op's config that made the current lake
+    (:func:`lake_op_configs`), ingesting ``source`` (default: the release the lake last
+    ingested; never downloading again)."""
+    ops = lake_op_configs(instance) if instance is not None else {}
+    source = source if source is not None else ingested_source(lake.raw_dir())
+    release = {k: v for k, v in ops.pop(RELEASE_OP, {}).get("config", {}).items()
+               if k not in ("path", "download", "release")}
+    if source is not None:
+        release["path"] = str(source)
+    if release:
+        ops[RELEASE_OP] = {"config": release}
+    return {"ops": ops} if ops else {}
 
 
 @dg.schedule(job=full_pipeline_job, cron_schedule=retrain_cron(),
@@ -86,7 +130,8 @@ def retrain_schedule(context: dg.ScheduleEvaluationContext,
     if pending := pending_pipeline_runs(context.instance):
         return dg.SkipReason(f"{full_pipeline_job.name} run {pending[0].run_id} is "
                              f"{pending[0].status.value.lower()}: it retrains on the same lake")
-    return dg.RunRequest(run_config=retrain_run_config(lake), tags={"trigger": "retrain_schedule"})
+    return dg.RunRequest(run_config=retrain_run_config(lake, context.instance),
+                         tags={"trigger": "retrain_schedule"})
 
 
 all_schedules = [retrain_schedule]

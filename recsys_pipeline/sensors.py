@@ -29,7 +29,7 @@ from recsys_pipeline.data.raw_watch import (
 )
 from recsys_pipeline.jobs import full_pipeline_job
 from recsys_pipeline.resources import LakeResource
-from recsys_pipeline.schedules import pending_pipeline_runs
+from recsys_pipeline.schedules import pending_pipeline_runs, retrain_run_config
 
 RELEASE_OP = "raw__movielens_release"  # assets.ingest.movielens_release's op
 MAX_RUN_KEY = 500  # a longer run key (many files in one tick) is replaced by its hash
@@ -67,7 +67,8 @@ def _run_key(changes: list[str]) -> str:
     return f"{len(changes)} files sha256:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
-def _run_request(context: dg.SensorEvaluationContext, raw: Path, previous: dict[str, int],
+def _run_request(context: dg.SensorEvaluationContext, lake: LakeResource, raw: Path,
+                 previous: dict[str, int],
                  current: dict[str, int], fresh: list[str], deleted: list[str]
                  ) -> dg.RunRequest:
     """One run for every change of the tick (see module doc)."""
@@ -78,8 +79,7 @@ def _run_request(context: dg.SensorEvaluationContext, raw: Path, previous: dict[
                             f"{', '.join(map(str, skipped))}")
     if source is None:
         source = _release_to_rerun(context.instance, raw)
-    config = {} if source is None else {
-        "ops": {RELEASE_OP: {"config": {"path": str(source)}}}}
+    config = retrain_run_config(lake, context.instance, source)  # the lake's own settings
     changes = ([f"{p}@{current[p]}" for p in fresh]
                + [f"{p}@{previous[p]}:deleted" for p in deleted])
     tags = {"trigger_files": ", ".join(fresh)} if fresh else {}
@@ -109,7 +109,7 @@ def new_ratings_sensor(context: dg.SensorEvaluationContext,
                                cursor=json.dumps(current))
     context.log.info(f"ratings files changed under {raw}: new {', '.join(fresh) or 'none'}; "
                      f"deleted {', '.join(deleted) or 'none'}")
-    request = _run_request(context, raw, previous, current, fresh, deleted)
+    request = _run_request(context, lake, raw, previous, current, fresh, deleted)
     return dg.SensorResult(run_requests=[request], cursor=json.dumps(current))
 
 

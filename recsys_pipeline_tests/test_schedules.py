@@ -164,3 +164,50 @@ def test_a_copied_lake_retrains_on_its_own_copy_of_the_release(tmp_path, instanc
         request = schedules.retrain_schedule(context)
     assert request.run_config == {"ops": {"raw__movielens_release": {"config": {
         "path": str(new / "raw" / "tiny")}}}}
+
+
+# stand-ins for the real assets: same keys and op names, so their runs' configs look alike
+# (config_schema: this module's string annotations would hide a Config class from Dagster)
+@dg.asset(key_prefix="prepared", name="filtered_ratings",
+          config_schema={"top_n_items": dg.Field(int, default_value=0)})
+def _fake_filtered(context) -> int:
+    return context.op_config["top_n_items"]
+
+
+@dg.asset(key_prefix="raw", name="movielens_release", config_schema={
+    "path": dg.Field(str, default_value=""), "release": dg.Field(str, default_value="auto"),
+    "download": dg.Field(bool, default_value=False),
+    "include_new_users": dg.Field(bool, default_value=True)})
+def _fake_release(context) -> str:
+    return context.op_config["path"]
+
+
+@dg.asset(key_prefix="models", name="mf_model")
+def _fake_mf() -> int:
+    return 0
+
+
+def test_a_retrain_keeps_the_settings_that_made_the_lake(tmp_lake, tiny_release, instance):
+    """A lake prepared with the course filter and trained by train_full_job is retrained with
+    those settings, not the demo defaults (which the champion gate would let take over as
+    another split config)."""
+    from recsys_pipeline.jobs import train_full_job
+
+    filtered, release, mf = _fake_filtered, _fake_release, _fake_mf
+    assert dg.materialize([filtered, release], instance=instance, run_config={"ops": {
+        "prepared__filtered_ratings": {"config": {"top_n_items": 200}},
+        "raw__movielens_release": {"config": {"path": "/gone", "include_new_users": False,
+                                              "download": True, "release": "ml-1m"}}}}).success
+    full = dg.define_asset_job("train_full_job", selection=[mf.key])  # run_config stays {}
+    dg.Definitions(assets=[mf], jobs=[full]).resolve_job_def("train_full_job").execute_in_process(
+        instance=instance)
+    (tmp_lake / "raw" / "movielens_release.json").write_text(
+        json.dumps({"source": str(tiny_release)}))
+    with dg.build_schedule_context(instance=instance, resources={
+            "lake": LakeResource(root=str(tmp_lake))}) as context:
+        ops = schedules.retrain_schedule(context).run_config["ops"]
+    assert ops["prepared__filtered_ratings"] == {"config": {"top_n_items": 200}}
+    assert ops["models__mf_model"] == train_full_job.config["ops"]["models__mf_model"]
+    assert ops["raw__movielens_release"] == {"config": {  # the lake's release, no download
+        "path": str(tiny_release), "include_new_users": False}}
+    assert "models__mlp_model" not in ops  # never materialized here: its defaults
