@@ -7,6 +7,8 @@ trains and evaluates through ``tracking.train_and_track`` (core:
 (ml-latest-small: about a minute per neural model); ``TRAIN_PRESETS["full"]`` trains longer.
 """
 
+import dataclasses
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -83,6 +85,9 @@ class _LoopConfig(dg.Config):
     weight_decay: float = 0.0  # Adam L2 weight decay
     patience: int | None = 3  # stop after this many epochs without a better valid RMSE
     seed: int = 0  # seeds the weights, the shuffles and dropout
+    # save a checkpoint after every epoch (data_lake/checkpoints/); a run that died resumes
+    # from it when re-executed with the same config and data; removed once training ends
+    checkpoint: bool = False
 
     def loop(self, device: str) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
@@ -213,20 +218,36 @@ def on_release_scale(model_config: Any, lake: LakeResource) -> Any:
     return with_rating_range(model_config, release_rating_range(lake))
 
 
+def checkpoint_file(lake: LakeResource, context: dg.AssetExecutionContext,
+                    hashes: dict[str, str]) -> Path:
+    """``<lake>/checkpoints/<asset>-<train split SHA-256 prefix>.pt``: a checkpoint is only
+    ever resumed on the training data it was written on (the loop checks the configs)."""
+    return Path(lake.path("checkpoints", f"{context.asset_key.path[-1]}-"
+                                         f"{hashes['train'][:16]}.pt"))
+
+
 def _train(context: dg.AssetExecutionContext, model_config: object, loop: TrainConfig,
            inputs: dict, mlflow: MlflowResource, lake: LakeResource,
-           features: ItemFeatures | None = None) -> RatingModel:
+           features: ItemFeatures | None = None, checkpoint: bool = False) -> RatingModel:
     """Train + evaluate + log one model in one MLflow run; attach its metadata."""
     data = ExperimentData.from_tables(
         inputs["train"], inputs["valid"], inputs["test"], inputs["user_map"].num_rows,
         inputs["item_map"].num_rows, features)
     tags, hashes = run_tags(context, lake, MODEL_CLASSES[type(model_config)].family)
     model_config = on_release_scale(model_config, lake)
+    ckpt = checkpoint_file(lake, context, hashes) if checkpoint else None
+    if ckpt is not None:
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        if ckpt.is_file():
+            context.log.info(f"resuming from checkpoint {ckpt}")
+        loop = dataclasses.replace(loop, checkpoint_path=str(ckpt))
     tracked = train_and_track(
         mlflow, context.log, name=context.asset_key.path[-1], data=data,
         model_config=model_config, train_config=loop, tags=tags,
         params=split_params(inputs["split_report"]),
         id_maps={"user_map": inputs["user_map"], "item_map": inputs["item_map"]})
+    if ckpt is not None:
+        ckpt.unlink(missing_ok=True)  # done: the next run starts afresh
     context.add_output_metadata(_metadata(tracked, hashes))
     return tracked.result.model
 
@@ -256,7 +277,8 @@ def popularity_model(context: dg.AssetExecutionContext, config: PopularityModelC
 def mf_model(context: dg.AssetExecutionContext, config: MFModelConfig, mlflow: MlflowResource,
              lake: LakeResource, device: DeviceResource, **inputs: object) -> RatingModel:
     """Biased matrix factorisation μ + b_u + b_i + p_u·q_i trained on MSE, logged to MLflow."""
-    return _train(context, config.to_core(), config.loop(device.device), inputs, mlflow, lake)
+    return _train(context, config.to_core(), config.loop(device.device), inputs, mlflow, lake,
+                  checkpoint=config.checkpoint)
 
 
 @dg.asset(key_prefix=PREFIX, group_name=GROUP, io_manager_key=MODEL_IO, ins=DATA_INS,
@@ -265,7 +287,8 @@ def mlp_model(context: dg.AssetExecutionContext, config: MLPModelConfig,
               mlflow: MlflowResource, lake: LakeResource, device: DeviceResource,
               **inputs: object) -> RatingModel:
     """MLP over concatenated user and item embeddings trained on MSE, logged to MLflow."""
-    return _train(context, config.to_core(), config.loop(device.device), inputs, mlflow, lake)
+    return _train(context, config.to_core(), config.loop(device.device), inputs, mlflow, lake,
+                  checkpoint=config.checkpoint)
 
 
 @dg.asset(key_prefix=PREFIX, group_name=GROUP, io_manager_key=MODEL_IO, ins=DATA_INS,
@@ -274,7 +297,8 @@ def neumf_model(context: dg.AssetExecutionContext, config: NeuMFModelConfig,
                 mlflow: MlflowResource, lake: LakeResource, device: DeviceResource,
                 **inputs: object) -> RatingModel:
     """NeuMF (GMF + MLP branches) trained on MSE, logged to MLflow."""
-    return _train(context, config.to_core(), config.loop(device.device), inputs, mlflow, lake)
+    return _train(context, config.to_core(), config.loop(device.device), inputs, mlflow, lake,
+                  checkpoint=config.checkpoint)
 
 
 @dg.asset(key_prefix=PREFIX, group_name=GROUP, io_manager_key=MODEL_IO,
@@ -290,7 +314,7 @@ def deepfm_model(context: dg.AssetExecutionContext, config: DeepFMModelConfig,
                                         side.years if config.year_bucket_width else None,
                                         side.tags, max(config.year_bucket_width, 1))
     return _train(context, config.to_core(), config.loop(device.device), inputs, mlflow, lake,
-                  features)
+                  features, checkpoint=config.checkpoint)
 
 
 model_assets = [bias_model, popularity_model, mf_model, mlp_model, neumf_model, deepfm_model]

@@ -103,6 +103,41 @@ def test_failed_training_fails_the_asset_and_its_mlflow_run(lake: Path) -> None:
     assert not (lake / "models" / "mf_model").exists()
 
 
+def test_a_run_that_died_resumes_from_its_checkpoint(lake: Path, monkeypatch) -> None:
+    """checkpoint: true saves every epoch; a run killed after epoch 2 of 4, re-executed with
+    the same config, resumes there and ends with the weights of an uninterrupted run."""
+    from recsys_pipeline.training import loop as core_loop
+
+    config = {"models__mf_model": {"config": {**SMALL, "epochs": 4, "patience": None,
+                                               "checkpoint": True}}}
+    assert _materialize(lake, [mf_model], config).success
+    uninterrupted = load_model(lake / "models" / "mf_model").state_dict()
+    assert not list((lake / "checkpoints").iterdir())  # removed once training ended
+
+    real_save, saves = core_loop.save_checkpoint, []
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        saves.append(state["epoch"])
+        if state["epoch"] == 2:
+            raise RuntimeError("killed after epoch 2")
+
+    monkeypatch.setattr(core_loop, "save_checkpoint", save_then_die)
+    assert not _materialize(lake, [mf_model], config).success
+    [left] = (lake / "checkpoints").iterdir()
+    assert left.name.startswith("mf_model-") and saves == [1, 2]
+    def save(path, state):
+        real_save(path, state)
+        saves.append(state["epoch"])
+
+    monkeypatch.setattr(core_loop, "save_checkpoint", save)
+    assert _materialize(lake, [mf_model], config).success
+    assert saves == [1, 2, 3, 4]  # epochs 3 and 4 only: it resumed after epoch 2
+    got = load_model(lake / "models" / "mf_model").state_dict()
+    assert all(torch.equal(got[k], uninterrupted[k]) for k in uninterrupted)
+    assert not (lake / "checkpoints" / left.name).exists()
+
+
 def test_leaderboard_without_runs_names_the_data(lake: Path) -> None:
     result = _materialize(lake, [model_comparison], {})
     assert not result.success
