@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
@@ -519,29 +520,35 @@ def users_unknown_to(served: ServingModel, current: IdMaps) -> np.ndarray:
     return np.sort(ids[~known])
 
 
-def lake_user_ratings(lake: str | os.PathLike[str], user_id: int) -> pa.Table:
-    """One user's rows of ``clean/ratings`` (item_id, rating, timestamp; no rows when the lake
-    has none of theirs)."""
+def lake_user_ratings(lake: str | os.PathLike[str], user_ids: np.ndarray) -> pa.Table:
+    """The ``clean/ratings`` rows of ``user_ids`` (user_id, item_id, rating, timestamp),
+    read in one pass, sorted by user (stable: file order within a user)."""
     path = Path(lake).joinpath(*RATINGS_FILE)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such lake file; materialize clean/ratings")
-    return pq.read_table(path, columns=[S.ITEM_ID, S.RATING, S.TIMESTAMP],
-                         filters=[(S.USER_ID, "=", int(user_id))])
+    wanted = pa.array(np.asarray(user_ids, dtype=np.int64), pa.int64()).cast(S.ID_TYPE)
+    rows = pq.read_table(path, columns=[S.USER_ID, S.ITEM_ID, S.RATING, S.TIMESTAMP],
+                         filters=pc.is_in(pc.field(S.USER_ID), value_set=wanted))
+    return rows.take(pa.array(np.argsort(rows.column(S.USER_ID).to_numpy(), kind="stable")))
 
 
 def fold_in_lake_users(lake: str | os.PathLike[str], served: ServingModel,
                        user_ids: np.ndarray) -> dict[int, FoldedUser]:
     """Users the served model does not know, folded in from their ``clean/ratings`` rows
     (as ``new-user`` does with a file; movies the model does not know are skipped). Users
-    without lake ratings, or whose ratings the model cannot use, are left out (logged)."""
+    without lake ratings, or whose ratings the model cannot use, are left out (logged).
+    One read of the ratings for all of them; then one fold-in per user (a few per retrain)."""
     folded: dict[int, FoldedUser] = {}
-    for user_id in (int(u) for u in user_ids):
-        ratings = lake_user_ratings(lake, user_id)
-        if ratings.num_rows == 0:
-            continue
+    rows = lake_user_ratings(lake, user_ids) if len(user_ids) else None
+    if rows is None or rows.num_rows == 0:
+        return folded
+    users = rows.column(S.USER_ID).to_numpy()
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    for start, end in zip(starts, np.r_[starts[1:], len(users)], strict=True):
+        user_id = int(users[start])
         try:
-            folded[user_id] = fold_in(served.model, ratings, served.maps,
-                                      FoldInConfig(unknown="skip"))
+            folded[user_id] = fold_in(served.model, rows.slice(start, end - start),
+                                      served.maps, FoldInConfig(unknown="skip"))
         except ValueError as exc:  # e.g. no movie the model knows, no positive rating
             logger.warning("user %d not served: %s", user_id, exc)
     return folded

@@ -128,9 +128,15 @@ def test_a_user_the_champion_does_not_know_is_folded_in_from_the_lake(built, tmp
     lake = tmp_path / "lake"
     shutil.copytree(built[0], lake)
     rated = _add_lake_user(lake, 31, 8)
+    other = _add_lake_user(lake, 33, 5)
     served, table = lm.lake_top_k(lake, None, 3)
     assert served.maps.n_users == 30
-    assert lm.users_unknown_to(served, lm.load_maps(lake)).tolist() == [31]
+    assert lm.users_unknown_to(served, lm.load_maps(lake)).tolist() == [31, 33]
+    theirs33 = table.filter(pc.equal(table.column(S.USER_ID), 33))
+    assert theirs33.column(S.ITEM_ID).to_pylist() == lm.fold_in_lake_users(
+        lake, served, np.asarray([33]))[33].recommend(served.maps, lm.load_movies(lake), 3
+                                                     ).column(S.ITEM_ID).to_pylist()
+    assert not set(theirs33.column(S.ITEM_ID).to_pylist()) & set(other)
     theirs = table.filter(pc.equal(table.column(S.USER_ID), 31))
     assert theirs.column("rank").to_pylist() == [1, 2, 3]
     assert not set(theirs.column(S.ITEM_ID).to_pylist()) & set(rated)
@@ -138,7 +144,7 @@ def test_a_user_the_champion_does_not_know_is_folded_in_from_the_lake(built, tmp
     movies = lm.load_movies(lake)
     assert theirs.column(S.ITEM_ID).to_pylist() == \
         folded.recommend(served.maps, movies, 3).column(S.ITEM_ID).to_pylist()
-    assert table.filter(pc.not_equal(table.column(S.USER_ID), 31)).equals(
+    assert table.filter(pc.less_equal(table.column(S.USER_ID), 30)).equals(
         lm.lake_top_k(built[0], None, 3)[1])  # everyone else as before
 
     assert main(["--lake", str(lake), "recommend", "--user", "31", "-k", "3"]) == 0
