@@ -345,6 +345,8 @@ def test_similar_and_project_default_to_a_champion_with_embeddings(monkeypatch, 
     assert lm.champion_model_name(tmp_path, uri, by="rmse") == "mf_model"
     found[3] = lm.Champion("two_tower_model", "t", math.nan, math.nan)
     assert lm.champion_model_name(tmp_path, uri, by="embeddings") == "mf_model"
+    found.append(lm.Champion("tuned_model", "u", 0.95, 0.03, family="mlp"))  # by its family
+    assert lm.champion_model_name(tmp_path, uri, by="embeddings") == "tuned_model"
 
 
 def test_new_user_timestamps_order_a_sequence_model_and_are_stored(lake, capsys, tmp_path):

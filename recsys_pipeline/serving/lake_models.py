@@ -83,6 +83,7 @@ CHOSEN_BY = {"ranking": "the champion with the best validation NDCG@10 on the pe
                            "validation NDCG@10 on the per-user split"}
 ASSET_TAG = "dagster.asset_key"  # tracking.TAG_ASSET, e.g. "models/mf_model"
 RELEASE_TAG = "data.release"  # champion.TAG_RELEASE: the release a run trained on
+FAMILY_TAG = "model.family"  # mlflow_resource.TAG_FAMILY
 PT2_FILE = "data/model.pt2"  # where mlflow.pytorch (pt2 format) keeps the graph
 PAIR_PREFIX = "model."  # PairScorer holds the rating model as its ``model`` submodule
 RUN_MODEL_DIR = "original_ids_model/artifacts/model"  # tracking_export: config + state dict
@@ -178,13 +179,14 @@ def check_trained_on(lake: str | os.PathLike[str], folder: Path) -> None:
     if then.get("release") and now["release"] and then["release"] != now["release"]:
         raise ValueError(f"{where} was trained on {then['release']}, but the lake now holds "
                          f"{now['release']} (raw/movielens_release.json): its ids mean other "
-                         "people and movies there; retrain it (dagster job execute -j "
-                         "full_pipeline_job) before serving it")
+                         "people and movies there; retrain it (dagster job execute -m "
+                         "recsys_pipeline.definitions -j full_pipeline_job) before serving it")
     if any(then.get(k) != now[k] for k in ("user_map_sha256", "item_map_sha256")):
         raise ValueError(f"{where} was trained on other prepared data: prepared/user_map or "
                          "item_map changed since (prepare_job ran again, e.g. with other "
-                         "filters or new users); retrain it (dagster job execute -j "
-                         "train_job) or serve the champion (leave out --model)")
+                         "filters or new users); retrain it (dagster job execute -m "
+                         "recsys_pipeline.definitions -j train_job) or serve the champion "
+                         "(leave out --model)")
 
 
 def load_maps(lake: str | os.PathLike[str]) -> IdMaps:
@@ -292,6 +294,7 @@ class Champion:
     rmse: float
     ndcg: float
     release: str = ""
+    family: str = ""  # the run's model.family tag (a tuned_model is mf, mlp, ...)
 
 
 def _best_champion(lake: str | os.PathLike[str], tracking_uri: str | None, by: str = "ranking"
@@ -317,9 +320,11 @@ def _best_champion(lake: str | os.PathLike[str], tracking_uri: str | None, by: s
         other = ", ".join(sorted({c.release for c in stale}))
         raise ValueError(f"the champions were trained on {other} but the lake holds "
                          f"{ingested} (raw/movielens_release.json): their ids mean other users "
-                         "and movies; retrain (dagster job execute -j full_pipeline_job)")
+                         "and movies; retrain (dagster job execute -m "
+                         "recsys_pipeline.definitions -j full_pipeline_job)")
     if by == "embeddings":  # similar, project, --by-embedding: popularity or EASE cannot
-        found = [c for c in found if c.folder.removesuffix(MODEL_SUFFIX) in EMBEDDING_FAMILIES]
+        found = [c for c in found
+                 if (c.family or c.folder.removesuffix(MODEL_SUFFIX)) in EMBEDDING_FAMILIES]
     if by == "rmse":
         ranked = sorted((c.rmse, c.folder, c.run_id) for c in found if math.isfinite(c.rmse))
     else:
@@ -345,7 +350,7 @@ def _champions(uri: str) -> list[Champion]:
             model_folder_name(run.data.tags.get(ASSET_TAG, run.info.run_name or "")),
             run.info.run_id, metrics.get(SELECTION_METRIC, math.nan),
             metrics.get(RANKING_SELECTION_METRIC, math.nan) if per_user else math.nan,
-            run.data.tags.get(RELEASE_TAG, "")))
+            run.data.tags.get(RELEASE_TAG, ""), run.data.tags.get(FAMILY_TAG, "")))
     return out
 
 

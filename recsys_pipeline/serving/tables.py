@@ -91,8 +91,9 @@ def check_model_maps(model: nn.Module, maps: IdMaps) -> None:
         raise ValueError(f"{type(model).__name__} has n_users={n_users}, n_items={n_items} but "
                          f"the id maps have {maps.n_users} users and {maps.n_items} items: "
                          "the model was trained on other prepared data (prepare_job ran "
-                         "again since?); retrain it (dagster job execute -j train_job), or "
-                         "use the maps it was trained with")
+                         "again since?); retrain it (dagster job execute -m "
+                         "recsys_pipeline.definitions -j train_job), or use the maps it was "
+                         "trained with")
 
 
 def one_user_idx(maps: IdMaps, user_id: int) -> int:
