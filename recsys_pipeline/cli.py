@@ -64,10 +64,17 @@ def write_rows(out: object, fmt: str, columns: Sequence[str],
     object per line); lists join with ``|`` in CSV, dates and times as ISO text."""
     import csv
     import datetime as dt
+    import decimal
     import json
 
     def plain(v: object) -> object:
-        return v.isoformat() if isinstance(v, dt.date | dt.time) else v
+        if isinstance(v, dt.date | dt.time):
+            return v.isoformat()
+        if isinstance(v, decimal.Decimal):
+            return float(v)
+        if fmt == "json" and isinstance(v, float) and not math.isfinite(v):
+            return None  # strict JSON has no NaN / Infinity
+        return v
 
     if fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")  # type: ignore[arg-type]
@@ -78,7 +85,7 @@ def write_rows(out: object, fmt: str, columns: Sequence[str],
         return
     for row in rows:
         print(json.dumps({c: plain(v) for c, v in zip(columns, row, strict=True)},
-                         default=str), file=out)  # type: ignore[arg-type]
+                         default=str, allow_nan=False), file=out)  # type: ignore[arg-type]
 
 
 def _parse_params(pairs: Sequence[str]) -> dict[str, str]:
@@ -99,7 +106,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
             params = ", ".join(f"{k}={v}" for k, v in q.params.items())
             print(f"{q.name:<20} {q.description}" + (f"  [{params}]" if params else ""))
         return 0
-    if args.max_rows < 0:
+    if args.max_rows is not None and args.max_rows < 0:
         raise ValueError(f"--max-rows {args.max_rows} must be >= 0")
     params = _parse_params(args.param)
     if args.saved:
@@ -111,8 +118,9 @@ def _cmd_query(args: argparse.Namespace) -> int:
         raise ValueError("give a SQL statement, --saved NAME or --list")
     columns, rows = run_query(Path(args.lake) / DB_FILE_NAME, sql, bound)
     if args.format == "table":
-        print(format_table(columns, rows, args.max_rows or None))
-    else:
+        limit = 50 if args.max_rows is None else args.max_rows
+        print(format_table(columns, rows, limit or None))
+    else:  # for other tools: every row unless --max-rows says otherwise
         write_rows(sys.stdout, args.format, columns, rows[:args.max_rows or None])
     return 0
 
@@ -348,8 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--list", action="store_true", help="list the saved queries")
     q.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="a $NAME parameter of the query (repeatable)")
-    q.add_argument("--max-rows", type=int, default=50,
-                   help="rows to print (default 50; 0 = all)")
+    q.add_argument("--max-rows", type=int, default=None,
+                   help="rows to print (default: 50 in the table, all in csv / json; 0 = all)")
     q.add_argument("--format", choices=("table", "csv", "json"), default="table",
                    help="table (default; floats to 4 decimals), or csv / json lines at full "
                         "precision")

@@ -56,6 +56,14 @@ def test_query_csv_and_json_lines_at_full_precision(small_lake, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [json.loads(line) for line in lines] == [
         {"item_id": 10, "s": 12006.0, "u": [1, 2, 3], "t": "2001-09-09T01:46:40+00:00"}]
+    many = "SELECT range AS i, 'nan'::DOUBLE AS x, 1.25::DECIMAL(4, 2) AS d FROM range(60)"
+    assert cli.main(["--lake", str(small_lake), "query", many, "--format", "json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 60 and rows[0] == {"i": 0, "x": None, "d": 1.25}  # all rows, strict
+    assert cli.main(["--lake", str(small_lake), "query", many, "--format", "csv"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 61  # not the table's 50
+    assert cli.main(["--lake", str(small_lake), "query", many]) == 0
+    assert "(60 rows (showing 50))" in capsys.readouterr().out
 
 
 def test_negative_max_rows_is_refused(small_lake, capsys):
@@ -101,7 +109,7 @@ def test_a_moved_lake_says_to_recreate_the_views(small_lake, tmp_path_factory, c
     code = cli.main(["--lake", str(moved), "query", "SELECT count(*) FROM clean_ratings"])
     err = capsys.readouterr().err
     assert code == 2 and "No files found" in err and "point outside this lake" in err
-    assert "recsys-pipeline --lake <lake> views" in err
+    assert f"recsys-pipeline --lake {moved} views" in err
     assert cli.main(["--lake", str(moved), "views"]) == 0
     assert cli.main(["--lake", str(moved), "query", "SELECT count(*) AS n FROM clean_ratings"]) \
         == 0

@@ -162,6 +162,6 @@ def run_query(
             # the views hold absolute paths: they still point where the lake used to be
             raise duckdb.IOException(f"{exc}\nthe views in {path} point outside this lake "
                                      "(was it moved or copied?): run `recsys-pipeline "
-                                     "--lake <lake> views` to recreate them") from None
+                                     f"--lake {path.parent} views` to recreate them") from None
         columns = [d[0] for d in cursor.description] if cursor.description else []
         return columns, cursor.fetchall()
