@@ -8,6 +8,8 @@ trains and evaluates through ``tracking.train_and_track`` (core:
 """
 
 import dataclasses
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -219,11 +221,14 @@ def on_release_scale(model_config: Any, lake: LakeResource) -> Any:
 
 
 def checkpoint_file(lake: LakeResource, context: dg.AssetExecutionContext,
-                    hashes: dict[str, str]) -> Path:
-    """``<lake>/checkpoints/<asset>-<train split SHA-256 prefix>.pt``: a checkpoint is only
-    ever resumed on the training data it was written on (the loop checks the configs)."""
-    return Path(lake.path("checkpoints", f"{context.asset_key.path[-1]}-"
-                                         f"{hashes['train'][:16]}.pt"))
+                    hashes: dict[str, str], *configs: object) -> Path:
+    """``<lake>/checkpoints/<asset>-<hash>.pt``, the hash over the training split's SHA-256
+    and the model's and loop's configs: a checkpoint is only ever resumed by the same
+    training on the same data (another config starts afresh instead of failing)."""
+    key = json.dumps([hashes["train"], *(dataclasses.asdict(c) for c in configs)],
+                     sort_keys=True, default=str)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return Path(lake.path("checkpoints", f"{context.asset_key.path[-1]}-{digest}.pt"))
 
 
 def _train(context: dg.AssetExecutionContext, model_config: object, loop: TrainConfig,
@@ -235,7 +240,7 @@ def _train(context: dg.AssetExecutionContext, model_config: object, loop: TrainC
         inputs["item_map"].num_rows, features)
     tags, hashes = run_tags(context, lake, MODEL_CLASSES[type(model_config)].family)
     model_config = on_release_scale(model_config, lake)
-    ckpt = checkpoint_file(lake, context, hashes) if checkpoint else None
+    ckpt = checkpoint_file(lake, context, hashes, model_config, loop) if checkpoint else None
     if ckpt is not None:
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         if ckpt.is_file():
@@ -246,8 +251,9 @@ def _train(context: dg.AssetExecutionContext, model_config: object, loop: TrainC
         model_config=model_config, train_config=loop, tags=tags,
         params=split_params(inputs["split_report"]),
         id_maps={"user_map": inputs["user_map"], "item_map": inputs["item_map"]})
-    if ckpt is not None:
-        ckpt.unlink(missing_ok=True)  # done: the next run starts afresh
+    if ckpt is not None:  # done: this one and any left by other settings of this model go
+        for stale in ckpt.parent.glob(f"{context.asset_key.path[-1]}-*.pt"):
+            stale.unlink(missing_ok=True)
     context.add_output_metadata(_metadata(tracked, hashes))
     return tracked.result.model
 

@@ -137,6 +137,16 @@ def test_a_run_that_died_resumes_from_its_checkpoint(lake: Path, monkeypatch) ->
     assert all(torch.equal(got[k], uninterrupted[k]) for k in uninterrupted)
     assert not (lake / "checkpoints" / left.name).exists()
 
+    # killed again, then re-run with other settings: a fresh start (not "config differs"),
+    # and the stale checkpoint is cleaned up with its own
+    monkeypatch.setattr(core_loop, "save_checkpoint", save_then_die)
+    assert not _materialize(lake, [mf_model], config).success
+    other = {"models__mf_model": {"config": {**config["models__mf_model"]["config"],
+                                             "batch_size": 64}}}
+    monkeypatch.setattr(core_loop, "save_checkpoint", real_save)
+    assert _materialize(lake, [mf_model], other).success
+    assert not list((lake / "checkpoints").iterdir())
+
 
 def test_leaderboard_without_runs_names_the_data(lake: Path) -> None:
     result = _materialize(lake, [model_comparison], {})
