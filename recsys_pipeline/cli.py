@@ -207,7 +207,8 @@ def _recommend_folded_in(args: argparse.Namespace, served: ServingModel) -> bool
     user = folded[args.user]
     print(f"user {args.user} is not one of the {served.maps.n_users} users {served.name} was "
           f"trained on: folded in from their {len(user.item_idx)} ratings in clean/ratings "
-          f"(as new-user does); retrain to serve them from the model itself")
+          f"(as new-user does); a retrain serves them from the model itself, unless the "
+          f"prepare filters leave them out")
     print(f"top {args.k} unrated movies for user {args.user}:")
     _print_table(user.recommend(served.maps, load_movies(args.lake), args.k))
     return True

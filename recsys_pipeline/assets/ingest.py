@@ -113,6 +113,8 @@ def _with_new_users(raw: pa.Table, release: Release, described: dict
     try:
         added = read_new_users(files, release.rating_scale, raw.column(S.USER_ID), release.name)
     except ValueError as exc:  # e.g. users stored for ml-latest-small, now ingesting ml-1m
+        if "scale" not in str(exc) and "already exists" not in str(exc):
+            raise  # a malformed file: its own message says what to fix
         raise ValueError(f"{exc}. The new users stored under {folder} are added to every "
                          "release ingested; if they were made for another release, ingest "
                          "this one with include_new_users: false (raw__movielens_release's "

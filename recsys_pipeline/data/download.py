@@ -177,6 +177,7 @@ def _download_verified(
                 f"MD5 mismatch for {url}: expected {expected} (from {url}.md5), "
                 f"got {digest.hexdigest()}; the download was discarded, try again"
             )
+        _readable(tmp)
         os.replace(tmp, target)
         _say(progress, logging.INFO, f"{target}: MD5 verified ({expected})")
     finally:
@@ -285,11 +286,19 @@ def _md5_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _readable(path: Path) -> None:
+    """Give a finished temp file the mode a plain write would (mkstemp makes it 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(data)
+        _readable(Path(tmp_name))
         os.replace(tmp_name, path)
     finally:
         Path(tmp_name).unlink(missing_ok=True)

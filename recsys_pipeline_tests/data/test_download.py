@@ -47,6 +47,10 @@ def test_download_verifies_and_returns_the_zip(tmp_path: Path, server: Path) -> 
     release = detect_release(path)
     assert (release.name, release.member_prefix) == ("ml-latest-small", "ml-latest-small/")
     assert read_table(release, "ratings").num_rows == 12
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for name in ("ml-latest-small.zip", "ml-latest-small.zip.md5"):  # not mkstemp's 0600
+        assert (dest / name).stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_cached_zip_is_returned_without_the_network(tmp_path: Path, server: Path) -> None:
