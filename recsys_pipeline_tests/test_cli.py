@@ -101,6 +101,19 @@ def test_errors_are_one_line(small_lake, capsys):
     assert "no lake database yet" in capsys.readouterr().err
 
 
+def test_a_copied_lake_does_not_answer_from_the_original(small_lake, tmp_path_factory,
+                                                         capsys):
+    import shutil
+
+    copy = tmp_path_factory.mktemp("copy") / "lake"
+    shutil.copytree(small_lake, copy)
+    code = cli.main(["--lake", str(copy), "query", "SELECT count(*) FROM clean_ratings"])
+    assert code == 2 and "outside this lake" in capsys.readouterr().err  # not 4 rows of the
+    assert cli.main(["--lake", str(copy), "views"]) == 0                 # original's
+    assert cli.main(["--lake", str(copy), "query", "SELECT count(*) AS n FROM clean_ratings"]) \
+        == 0
+
+
 def test_a_moved_lake_says_to_recreate_the_views(small_lake, tmp_path_factory, capsys):
     import shutil
 
@@ -108,7 +121,7 @@ def test_a_moved_lake_says_to_recreate_the_views(small_lake, tmp_path_factory, c
     shutil.move(str(small_lake), moved)
     code = cli.main(["--lake", str(moved), "query", "SELECT count(*) FROM clean_ratings"])
     err = capsys.readouterr().err
-    assert code == 2 and "No files found" in err and "point outside this lake" in err
+    assert code == 2 and "reads" in err and "outside this lake (was it copied or moved?)" in err
     assert f"recsys-pipeline --lake {moved} views" in err
     assert cli.main(["--lake", str(moved), "views"]) == 0
     assert cli.main(["--lake", str(moved), "query", "SELECT count(*) AS n FROM clean_ratings"]) \

@@ -133,6 +133,20 @@ def get_saved_query(name: str) -> SavedQuery:
     return queries[name]
 
 
+def _check_views_in_lake(conn: duckdb.DuckDBPyConnection, db_path: Path) -> None:
+    """Raise when a view reads a Parquet file outside the lake that holds ``db_path``: a
+    copied lake's views still read the original's files and would answer for it."""
+    root = db_path.parent.resolve()
+    for name, sql in conn.execute("SELECT view_name, sql FROM duckdb_views() "
+                                  "WHERE NOT internal").fetchall():
+        for quoted in re.findall(r"read_parquet\('((?:[^']|'')*)'\)", sql or ""):
+            source = Path(quoted.replace("''", "'"))
+            if not source.is_relative_to(root):
+                raise ValueError(f"{db_path}: view {name} reads {source}, outside this lake "
+                                 "(was it copied or moved?): run `recsys-pipeline --lake "
+                                 f"{db_path.parent} views` to recreate the views")
+
+
 def run_query(
     db_path: str | Path, sql: str, params: Mapping[str, Any] | None = None
 ) -> tuple[list[str], list[tuple]]:
@@ -153,15 +167,7 @@ def run_query(
             "`dagster job execute -m recsys_pipeline.definitions -j ingest_job` first"
         )
     with duckdb.connect(str(path), read_only=True) as conn:
-        try:
-            cursor = conn.execute(sql, dict(params) if params else None)
-        except duckdb.IOException as exc:
-            root = str(path.parent.resolve())
-            if "No files found" not in str(exc) or root in str(exc):
-                raise
-            # the views hold absolute paths: they still point where the lake used to be
-            raise duckdb.IOException(f"{exc}\nthe views in {path} point outside this lake "
-                                     "(was it moved or copied?): run `recsys-pipeline "
-                                     f"--lake {path.parent} views` to recreate them") from None
+        _check_views_in_lake(conn, path)
+        cursor = conn.execute(sql, dict(params) if params else None)
         columns = [d[0] for d in cursor.description] if cursor.description else []
         return columns, cursor.fetchall()
