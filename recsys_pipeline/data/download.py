@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -26,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from recsys_pipeline.data.lake import atomic_path, write_atomic
 from recsys_pipeline.data.movielens import OFFICIAL_RELEASES, detect_release
 
 logger = logging.getLogger(__name__)
@@ -128,7 +127,7 @@ def download_release(
             )
     else:
         _download_verified(url, target, expected, timeout, progress)
-    _write_atomic(checksum_file, checksum_text.encode("utf-8"))
+    write_atomic(checksum_file, lambda tmp: tmp.write_text(checksum_text, encoding="utf-8"))
     return target
 
 
@@ -159,13 +158,9 @@ def _download_verified(
 ) -> None:
     """Stream ``url`` to a temp file beside ``target``; move it there if its MD5 matches."""
     _say(progress, logging.INFO, f"downloading {url} to {target}")
-    handle, tmp_name = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.", suffix=".part"
-    )
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(target) as tmp:  # moved onto target only if the block succeeds
         digest = hashlib.md5()
-        with os.fdopen(handle, "wb") as out, _open_url(url, url, target, timeout) as response:
+        with tmp.open("wb") as out, _open_url(url, url, target, timeout) as response:
             meter = _Meter(target.name, _content_length(response), progress)
             while chunk := _read(response, url, target):
                 digest.update(chunk)
@@ -177,11 +172,7 @@ def _download_verified(
                 f"MD5 mismatch for {url}: expected {expected} (from {url}.md5), "
                 f"got {digest.hexdigest()}; the download was discarded, try again"
             )
-        _readable(tmp)
-        os.replace(tmp, target)
-        _say(progress, logging.INFO, f"{target}: MD5 verified ({expected})")
-    finally:
-        tmp.unlink(missing_ok=True)
+    _say(progress, logging.INFO, f"{target}: MD5 verified ({expected})")
 
 
 class _Meter:
@@ -286,19 +277,3 @@ def _md5_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _readable(path: Path) -> None:
-    """Give a finished temp file the mode a plain write would (mkstemp makes it 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        _readable(Path(tmp_name))
-        os.replace(tmp_name, path)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)

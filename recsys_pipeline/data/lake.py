@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 PARQUET_COMPRESSION = "zstd"
 
 
-def _file_mode() -> int:
+def file_mode() -> int:
     """rw for everyone the umask allows: what ``open()`` would give a new file (mkstemp's
     temporary files are 0600, which the final lake file must not keep)."""
     umask = os.umask(0o022)
@@ -48,7 +48,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        os.chmod(tmp, _file_mode())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)

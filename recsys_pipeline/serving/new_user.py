@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys_pipeline import schema as S
+from recsys_pipeline.data.lake import file_mode
 from recsys_pipeline.data.movielens import Release, detect_release, read_table
 from recsys_pipeline.data.raw_watch import ingested_release_name, ingested_source
 
@@ -357,9 +358,7 @@ def _create_exclusive(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
-        umask = os.umask(0o022)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, file_mode())
         os.link(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
