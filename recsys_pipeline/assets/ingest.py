@@ -18,7 +18,11 @@ from recsys_pipeline.data.clean import clean_table
 from recsys_pipeline.data.download import download_release
 from recsys_pipeline.data.lake import file_sha256
 from recsys_pipeline.data.movielens import Release, detect_release, read_table
-from recsys_pipeline.data.new_users import describe_new_users, read_new_users
+from recsys_pipeline.data.new_users import (
+    ReleaseMismatchError,
+    describe_new_users,
+    read_new_users,
+)
 from recsys_pipeline.data.raw_watch import NEW_USERS_DIR
 from recsys_pipeline.metadata import markdown_table, png_markdown, table_metadata
 from recsys_pipeline.resources import DEFAULT_RELEASE_DIR, LakeResource
@@ -112,9 +116,7 @@ def _with_new_users(raw: pa.Table, release: Release, described: dict
                              "re-materialize raw/movielens_release")
     try:
         added = read_new_users(files, release.rating_scale, raw.column(S.USER_ID), release.name)
-    except ValueError as exc:  # e.g. users stored for ml-latest-small, now ingesting ml-1m
-        if "scale" not in str(exc) and "already exists" not in str(exc):
-            raise  # a malformed file: its own message says what to fix
+    except ReleaseMismatchError as exc:  # e.g. users stored for ml-latest-small, now ml-1m
         raise ValueError(f"{exc}. The new users stored under {folder} are added to every "
                          "release ingested; if they were made for another release, ingest "
                          "this one with include_new_users: false (raw__movielens_release's "

@@ -83,6 +83,10 @@ _YEAR = r"\((?P<year>\d{4})(?:\s*[-–]\s*\d{4})?\)$"  # 'Toy Story (1995)', 'De
 _NO_GENRES = "(no genres listed)"
 
 
+class OffScaleError(ValueError):
+    """A rating that is not one of the release's allowed values (the message names the line)."""
+
+
 class Scale(Protocol):
     """The part of ``movielens.RatingScale`` the rating check needs."""
 
@@ -227,7 +231,7 @@ def _check_ratings(
     if n_bad:
         i = pc.index(ok, False).as_py()
         value = round(ratings[i].as_py(), 6)  # float32 3.3 -> 3.3, not 3.299999952316284
-        raise ValueError(
+        raise OffScaleError(
             f"{label}, line {line_of(i)}, column '{column}': rating {value} is not on "
             f"the {release} scale ({scale.min:g} to {scale.max:g} in steps of {scale.step:g}); "
             f"{n_bad} of {len(ratings)} rows are off the scale"

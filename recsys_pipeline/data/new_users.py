@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from recsys_pipeline import schema as S
-from recsys_pipeline.data._formats import Scale, read_layout_table
+from recsys_pipeline.data._formats import OffScaleError, Scale, read_layout_table
 from recsys_pipeline.data._textio import Member
 from recsys_pipeline.data.lake import file_sha256
 from recsys_pipeline.data.raw_watch import NEW_USERS_DIR
@@ -51,6 +51,11 @@ class NewUsers:
     users: int
 
 
+class ReleaseMismatchError(ValueError):
+    """Stored new users that do not fit the release being ingested: ratings off its scale, or
+    a user id it already uses (users stored for another release, most likely)."""
+
+
 def read_new_users(files: list[Path], scale: Scale, release_user_ids: pa.ChunkedArray | pa.Array,
                    release_name: str = NEW_USERS_DIR) -> NewUsers:
     """Read the new users' files in the canonical ratings schema.
@@ -65,21 +70,26 @@ def read_new_users(files: list[Path], scale: Scale, release_user_ids: pa.Chunked
         The rows of every file.
 
     Raises:
-        ValueError: A malformed file (naming file, line and column), or a file whose user id
-            the release (or an earlier file) already has, naming both.
+        ValueError: A malformed file (naming file, line and column), or one user in two files.
+        ReleaseMismatchError: A rating off the release's scale, or a user id the release
+            already has (a ValueError too).
     """
     known = np.unique(np.asarray(release_user_ids, dtype=np.int64))
     seen: dict[int, Path] = {}
     tables = []
     for path in files:  # one file per user: a handful of files, each read vectorized
-        table = read_layout_table("csv", "ratings", Member(path.parent, path.name),
-                                  release_name, scale)
+        try:
+            table = read_layout_table("csv", "ratings", Member(path.parent, path.name),
+                                      release_name, scale)
+        except OffScaleError as exc:
+            raise ReleaseMismatchError(str(exc)) from None
         ids = np.unique(table.column(S.USER_ID).to_numpy().astype(np.int64))
         clash = ids[np.isin(ids, known)]
         if clash.size:
-            raise ValueError(f"{path}: user_id {int(clash[0])} already exists in the release's "
-                             "ratings; a new user needs an id above every release id "
-                             "(recsys-pipeline new-user --persist picks one)")
+            raise ReleaseMismatchError(
+                f"{path}: user_id {int(clash[0])} already exists in the release's ratings; a "
+                "new user needs an id above every release id (recsys-pipeline new-user "
+                "--persist picks one)")
         for uid in ids.tolist():
             if uid in seen:
                 raise ValueError(f"{path}: user_id {uid} is also in {seen[uid]}; each new user "

@@ -12,7 +12,7 @@ from recsys_pipeline import schema as S
 from recsys_pipeline.assets.ingest import ingest_assets
 from recsys_pipeline.data.lake import read_parquet
 from recsys_pipeline.data.movielens import HALF_STARS, WHOLE_STARS
-from recsys_pipeline.data.new_users import new_user_files, read_new_users
+from recsys_pipeline.data.new_users import ReleaseMismatchError, new_user_files, read_new_users
 from recsys_pipeline.serving.new_user import persist_new_user
 
 
@@ -84,8 +84,13 @@ def test_malformed_new_user_file_names_file_and_line(tmp_path) -> None:
     (folder / ".user_51.csv.tmp").write_text("half-written")
     files = new_user_files(tmp_path)
     assert [p.name for p in files] == ["user_50.csv"]
-    with pytest.raises(ValueError, match=r"user_50\.csv.*line 3"):
+    with pytest.raises(ValueError, match=r"user_50\.csv.*line 3") as caught:
         read_new_users(files, HALF_STARS, pa.array(np.arange(1, 10)))
+    assert isinstance(caught.value, ReleaseMismatchError)  # 4.3 is off every scale
+    (folder / "user_50.csv").write_text("userId,movieId,rating,timestamp\n50,1,four,1700000000\n")
+    with pytest.raises(ValueError, match=r"user_50\.csv.*line 2") as caught:
+        read_new_users(files, HALF_STARS, pa.array(np.arange(1, 10)))
+    assert not isinstance(caught.value, ReleaseMismatchError)  # malformed: no release advice
 
 
 def test_one_user_in_two_files_is_refused(tmp_path) -> None:
