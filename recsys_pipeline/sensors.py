@@ -29,9 +29,8 @@ from recsys_pipeline.data.raw_watch import (
 )
 from recsys_pipeline.jobs import full_pipeline_job
 from recsys_pipeline.resources import LakeResource
-from recsys_pipeline.schedules import pending_pipeline_runs, retrain_run_config
+from recsys_pipeline.schedules import RELEASE_OP, pending_pipeline_runs, retrain_run_config
 
-RELEASE_OP = "raw__movielens_release"  # assets.ingest.movielens_release's op
 MAX_RUN_KEY = 500  # a longer run key (many files in one tick) is replaced by its hash
 
 
