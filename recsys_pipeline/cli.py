@@ -215,21 +215,34 @@ def _recommend_folded_in(args: argparse.Namespace, served: ServingModel) -> bool
 
 
 def _cmd_check_user(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from recsys_pipeline.serving.check_user import check_user
-    from recsys_pipeline.serving.lake_models import load_movies, load_split
+    from recsys_pipeline.serving.lake_models import lake_user_ratings, load_movies, load_split
 
     served = _serving_model(args, by="rmse")
+    train = None  # only a user the model lacks needs their training rows (to fold them in)
+    if args.user not in set(served.maps.users.column("user_id").to_pylist()):
+        train = lake_user_ratings(args.lake, np.asarray([args.user]), split="train")
     check = check_user(served.model, served.maps, load_movies(args.lake),
                        load_split(args.lake, args.split), args.user, args.p,
-                       latest=args.latest, seed=args.seed)
+                       latest=args.latest, seed=args.seed, train_table=train)
+    if check.folded_in:
+        print(f"user {args.user} is not one of the {served.maps.n_users} users {served.name} "
+              f"was trained on: folded in from their {check.folded_in} train-split ratings "
+              f"(as new-user does); their {args.split} ratings below were not used")
     how = "newest" if args.latest else "random"
     print(f"user {check.user_id}: {check.table.num_rows} {how} of {check.n_user_ratings} "
           f"{args.split} ratings")
     _print_table(check.table)
+    skipped = f"; {check.skipped_items} of movies the model does not know left out" \
+        if check.skipped_items else ""
     print(f"user  RMSE {check.user_rmse:.4f}  MAE {check.user_mae:.4f} "
-          f"({check.n_user_ratings} ratings)")
+          f"({check.n_user_ratings} ratings{skipped})")
+    left_out = f"; {check.n_left_out} more of users or movies it was not trained on left out" \
+        if check.n_left_out else ""
     print(f"model RMSE {check.model_rmse:.4f}  MAE {check.model_mae:.4f} "
-          f"({check.n_ratings} {args.split} ratings)")
+          f"({check.n_ratings} {args.split} ratings{left_out})")
     return 0
 
 

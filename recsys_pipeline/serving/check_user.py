@@ -3,6 +3,12 @@
 ``error = predicted − actual``; the user's RMSE / MAE over all their held-out ratings is set
 against the model's RMSE / MAE over the whole held-out table, so a reader sees whether the
 model does better or worse than usual for this person.
+
+The held-out table may be newer than the model (a retrain whose challenger the champion gate
+kept out, after ``new-user --persist`` or a new release): rows of users or movies the model
+was not trained on are left out of its figures and counted, and a user it does not know is
+folded in from their training-split ratings (as ``new-user`` does), never from the held-out
+rows being checked.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ import torch
 from recsys_pipeline import schema as S
 from recsys_pipeline.data.encode import IdMaps
 from recsys_pipeline.evaluation.rating import mae, predict, rmse
+from recsys_pipeline.evaluation.rescore import known_pairs
 from recsys_pipeline.models.base import RatingModel
+from recsys_pipeline.serving.fold_in import FoldInConfig, fold_in
 from recsys_pipeline.serving.tables import (
     ERROR,
     MOVIE_FIELDS,
@@ -52,9 +60,15 @@ class UserCheck:
         n_user_ratings: The user's held-out ratings (the shown rows are some of them).
         user_rmse: ``√(mean (r̂ − r)²)`` over all the user's held-out ratings.
         user_mae: ``mean |r̂ − r|`` over the same.
-        model_rmse: RMSE over the whole held-out table.
-        model_mae: MAE over the whole held-out table.
-        n_ratings: Rows of the held-out table.
+        model_rmse: RMSE over the held-out rows the model knows (user and movie).
+        model_mae: MAE over the same.
+        n_ratings: Those rows.
+        n_left_out: Held-out rows of users or movies the model was not trained on, left out
+            of ``model_rmse`` / ``model_mae``.
+        folded_in: 0 when the model was trained on the user; else the number of their
+            training-split ratings folded in to predict the held-out ones.
+        skipped_items: The user's held-out ratings of movies the model does not know (not
+            shown, not in ``n_user_ratings``).
     """
 
     user_id: int
@@ -65,6 +79,15 @@ class UserCheck:
     model_rmse: float
     model_mae: float
     n_ratings: int
+    n_left_out: int = 0
+    folded_in: int = 0
+    skipped_items: int = 0
+
+
+def _known_rows(maps: IdMaps, table: pa.Table) -> np.ndarray:
+    """Mask of the rows whose user and movie the model's id maps both know.  # [n] bool"""
+    return known_pairs(table.column(S.USER_ID).to_numpy(), table.column(S.ITEM_ID).to_numpy(),
+                       maps)[0]
 
 
 def _predict_rows(model: RatingModel, maps: IdMaps, table: pa.Table) -> tuple[RatingData,
@@ -78,7 +101,8 @@ def _predict_rows(model: RatingModel, maps: IdMaps, table: pa.Table) -> tuple[Ra
 
 
 def held_out_errors(model: RatingModel, maps: IdMaps, held_out: pa.Table) -> tuple[float, float]:
-    """``(RMSE, MAE)`` of the model over a held-out table in original ids.
+    """``(RMSE, MAE)`` of the model over the rows of a held-out table (original ids) whose
+    user and movie it knows.
 
     Args:
         model: A rating model (``predicts_ratings``).
@@ -87,9 +111,16 @@ def held_out_errors(model: RatingModel, maps: IdMaps, held_out: pa.Table) -> tup
 
     Returns:
         ``(√(mean (r̂ − r)²), mean |r̂ − r|)``.
+
+    Raises:
+        ValueError: No row the model knows, or the input checks of :func:`check_user`.
     """
     _check_inputs(model, maps, held_out)
-    data, pred = _predict_rows(model, maps, held_out)
+    known = held_out.filter(pa.array(_known_rows(maps, held_out)))
+    if known.num_rows == 0:
+        raise ValueError(f"none of the {held_out.num_rows} held-out rows is of a user and "
+                         "movie the model was trained on")
+    data, pred = _predict_rows(model, maps, known)
     return rmse(pred, data.ratings), mae(pred, data.ratings)
 
 
@@ -128,6 +159,7 @@ def check_user(
     latest: bool = False,
     seed: int = 0,
     overall: tuple[float, float] | None = None,
+    train_table: pa.Table | None = None,
 ) -> UserCheck:
     """``p`` movies the user rated in the held-out data: actual vs predicted rating.
 
@@ -143,12 +175,16 @@ def check_user(
         seed: Seeds the sample.
         overall: Precomputed :func:`held_out_errors` of this table (skips recomputing it
             when checking many users).
+        train_table: Training ratings (``user_id``, ``item_id``, ``rating``; e.g. the train
+            split, or just this user's rows of it): a user the model was not trained on is
+            folded in from their rows here. None: such a user is an error.
 
     Returns:
         The :class:`UserCheck`.
 
     Raises:
-        ValueError: The user has no held-out rating, ``p < 1``, unknown ids, a model that
+        ValueError: The user has no held-out rating of a movie the model knows, ``p < 1``, a
+            user the model does not know without training ratings to fold in, a model that
             does not predict ratings, or missing columns.
     """
     _check_inputs(model, maps, held_out_table)
@@ -158,8 +194,19 @@ def check_user(
     if mine.num_rows == 0:
         raise ValueError(f"user_id {user_id} has no rating in the held-out table "
                          f"({held_out_table.num_rows} rows)")
-    data, pred = _predict_rows(model, maps, mine)
+    known_items = pc.is_in(mine.column(S.ITEM_ID), value_set=maps.items.column(S.ITEM_ID))
+    skipped = mine.num_rows - pc.sum(known_items).as_py()
+    mine = mine.filter(known_items)
+    if mine.num_rows == 0:
+        raise ValueError(f"none of user_id {user_id}'s {skipped} held-out movies is one the "
+                         "model was trained on")
+    folded_in = 0
+    if pc.is_in(pa.array([user_id], S.ID_TYPE), value_set=maps.users.column(S.USER_ID))[0].as_py():
+        data, pred = _predict_rows(model, maps, mine)
+    else:
+        folded_in, data, pred = _fold_in_rows(model, maps, mine, user_id, train_table)
     model_rmse, model_mae = overall or held_out_errors(model, maps, held_out_table)
+    n_known = int(_known_rows(maps, held_out_table).sum())
     ts = mine.column(S.TIMESTAMP).cast(pa.int64()).to_numpy()
     item_ids = mine.column(S.ITEM_ID).to_numpy()
     rows = _pick_rows(ts, item_ids, p, latest, seed)
@@ -172,6 +219,23 @@ def check_user(
     return UserCheck(
         user_id=int(user_id), table=table, n_user_ratings=mine.num_rows,
         user_rmse=rmse(pred, data.ratings), user_mae=mae(pred, data.ratings),
-        model_rmse=float(model_rmse), model_mae=float(model_mae),
-        n_ratings=held_out_table.num_rows,
+        model_rmse=float(model_rmse), model_mae=float(model_mae), n_ratings=n_known,
+        n_left_out=held_out_table.num_rows - n_known, folded_in=folded_in,
+        skipped_items=skipped,
     )
+
+
+def _fold_in_rows(model: RatingModel, maps: IdMaps, mine: pa.Table, user_id: int,
+                  train_table: pa.Table | None) -> tuple[int, RatingData, torch.Tensor]:
+    """A user the model was not trained on: fold in their training ratings, then the folded
+    scores of their held-out movies (all known to the model)."""
+    theirs = None if train_table is None else train_table.filter(
+        pc.equal(train_table.column(S.USER_ID), user_id))
+    if theirs is None or theirs.num_rows == 0:
+        raise ValueError(f"user_id {user_id} is not one of the {maps.n_users} users the model "
+                         "was trained on, and has no training ratings to fold in")
+    folded = fold_in(model, theirs, maps, FoldInConfig(unknown="skip"))
+    items = maps.to_item_idx(mine.column(S.ITEM_ID).to_numpy())
+    data = RatingData.from_arrays(np.zeros(len(items), np.int32), items, mine.column(S.RATING),
+                                  n_users=1, n_items=maps.n_items)
+    return len(folded.item_idx), data, folded.scores[torch.from_numpy(items.astype(np.int64))]

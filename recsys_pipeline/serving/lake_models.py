@@ -525,12 +525,17 @@ def users_unknown_to(served: ServingModel, current: IdMaps) -> np.ndarray:
     return np.sort(ids[~known])
 
 
-def lake_user_ratings(lake: str | os.PathLike[str], user_ids: np.ndarray) -> pa.Table:
-    """The ``clean/ratings`` rows of ``user_ids`` (user_id, item_id, rating, timestamp),
-    read in one pass, sorted by user (stable: file order within a user)."""
-    path = Path(lake).joinpath(*RATINGS_FILE)
+def lake_user_ratings(lake: str | os.PathLike[str], user_ids: np.ndarray,
+                      split: str | None = None) -> pa.Table:
+    """The ``clean/ratings`` rows of ``user_ids`` (user_id, item_id, rating, timestamp), or
+    their rows of ``prepared/splits/<split>`` when ``split`` is given; read in one pass with
+    the filter pushed down, sorted by user (stable: file order within a user)."""
+    if split is None:
+        path, asset = Path(lake).joinpath(*RATINGS_FILE), "clean/ratings"
+    else:
+        path, asset = Path(lake).joinpath(*SPLITS_DIR, f"{split}.parquet"), "prepared/splits"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such lake file; materialize clean/ratings")
+        raise FileNotFoundError(f"{path}: no such lake file; materialize {asset}")
     wanted = pa.array(np.asarray(user_ids, dtype=np.int64), pa.int64()).cast(S.ID_TYPE)
     rows = pq.read_table(path, columns=[S.USER_ID, S.ITEM_ID, S.RATING, S.TIMESTAMP],
                          filters=pc.is_in(pc.field(S.USER_ID), value_set=wanted))

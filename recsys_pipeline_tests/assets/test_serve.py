@@ -154,3 +154,35 @@ def test_a_user_the_champion_does_not_know_is_folded_in_from_the_lake(built, tmp
         assert f" {item} " in out or f"\t{item}\t" in out or f" {item}\n" in out
     assert main(["--lake", str(lake), "recommend", "--user", "32", "-k", "3"]) == 2
     assert "unknown user_id 32" in capsys.readouterr().err
+
+
+def _add_split_rows(lake: Path, split: str, rows: list[dict]) -> None:
+    path = lake / "prepared" / "splits" / f"{split}.parquet"
+    table = read_parquet(path)
+    pq.write_table(pa.concat_tables([table, pa.Table.from_pylist(rows, schema=table.schema)]),
+                   path)
+
+
+def test_check_user_after_a_retrain_the_champion_gate_kept_out(built, tmp_path, capsys):
+    # the split now holds user 31, whom the rating champion was not trained on: every user's
+    # check still works (31's rows left out of the model's figures), and 31 is folded in from
+    # their train-split rows (copied from user 1's), never from the test rows being checked
+    lake = tmp_path / "lake"
+    shutil.copytree(built[0], lake)
+    train = read_parquet(lake / "prepared" / "splits" / "train.parquet")
+    ones = train.filter(pc.equal(train.column(S.USER_ID), 1)).to_pylist()
+    _add_split_rows(lake, "train", [{**r, S.USER_ID: 31} for r in ones])
+    test = read_parquet(lake / "prepared" / "splits" / "test.parquet")
+    one_test = test.filter(pc.equal(test.column(S.USER_ID), 1)).to_pylist()
+    _add_split_rows(lake, "test", [{**r, S.USER_ID: 31} for r in one_test])
+
+    assert main(["--lake", str(lake), "check-user", "--user", "1", "-p", "3"]) == 0
+    out = capsys.readouterr().out
+    assert f"({test.num_rows} test ratings; {len(one_test)} more of users or movies it was " \
+           "not trained on left out)" in out
+    assert main(["--lake", str(lake), "check-user", "--user", "31", "-p", "3"]) == 0
+    out31 = capsys.readouterr().out
+    assert f"folded in from their {len(ones)} train-split ratings" in out31
+    assert f"user 31: {min(3, len(one_test))} random of {len(one_test)} test ratings" in out31
+    lines = [ln for ln in out31.splitlines() if ln.startswith("user  RMSE")]
+    assert lines and "nan" not in lines[0]

@@ -98,10 +98,66 @@ def test_rejects(hand: tuple[BiasModel, IdMaps], user_id: int, p: int, message: 
         check_user(model, maps, MOVIES, HELD_OUT, user_id, p)
 
 
-def test_unknown_id_and_ranking_model_rejected(hand: tuple[BiasModel, IdMaps]) -> None:
-    model, maps = hand
-    stranger = pa.concat_tables([HELD_OUT, ratings_table([(99, 100, 3.0, 1)])])
-    with pytest.raises(ValueError, match=r"unknown user_id \[99\]: not in the id map"):
-        check_user(model, maps, MOVIES, stranger, 10, 2)
+def test_ranking_model_rejected(hand: tuple[BiasModel, IdMaps]) -> None:
+    _, maps = hand
     with pytest.raises(ValueError, match="does not predict ratings"):
         check_user(PopularityModel(3, 4), maps, MOVIES, HELD_OUT, 10, 2)
+
+
+# A held-out table newer than the model (a retrain the champion gate kept out): user 40 and
+# movie 999 are unknown to it. User 40's training rows: items 100 and 101 rated 5, so the bias
+# fold-in gives b_u = ((5 − 3 − 0) + (5 − 3 − 1)) / (2 + λ_u = 5) = 3/7, and their held-out
+# movie 102 is predicted 3 + 3/7 − 1 = 2.428571 (rating 3: error −0.571429).
+NEWER = pa.concat_tables([HELD_OUT, ratings_table([(40, 102, 3.0, 7), (40, 999, 4.0, 8),
+                                                   (10, 999, 1.0, 9)])])
+TRAIN_40 = ratings_table([(40, 100, 5.0, 1), (40, 101, 5.0, 2), (10, 100, 1.0, 1)])
+
+
+def test_rows_the_model_does_not_know_are_left_out_of_its_figures(
+        hand: tuple[BiasModel, IdMaps]) -> None:
+    model, maps = hand
+    check = check_user(model, maps, MOVIES, NEWER, 10, p=5, latest=True)
+    assert [r[S.ITEM_ID] for r in check.table.to_pylist()] == [100, 102, 101]  # not 999
+    assert check.skipped_items == 1 and check.n_user_ratings == 3 and check.folded_in == 0
+    assert check.user_rmse == pytest.approx(0.5)
+    assert check.model_rmse == pytest.approx(math.sqrt(0.3125))  # the five known rows only
+    assert (check.n_ratings, check.n_left_out) == (5, 3)
+    assert held_out_errors(model, maps, NEWER) == pytest.approx((math.sqrt(0.3125), 0.55))
+
+
+def test_a_user_the_model_lacks_is_folded_in_from_training_rows(
+        hand: tuple[BiasModel, IdMaps]) -> None:
+    model, maps = hand
+    check = check_user(model, maps, MOVIES, NEWER, 40, p=5, train_table=TRAIN_40)
+    assert check.folded_in == 2 and check.skipped_items == 1 and check.n_user_ratings == 1
+    (row,) = check.table.to_pylist()
+    assert row[S.ITEM_ID] == 102 and row["rating"] == 3.0
+    assert row["predicted"] == pytest.approx(3 + 3 / 7 - 1)
+    assert row["error"] == pytest.approx(3 / 7 - 1)
+    assert check.user_rmse == pytest.approx(1 - 3 / 7) and check.user_mae == pytest.approx(4 / 7)
+    assert check.model_rmse == pytest.approx(math.sqrt(0.3125))
+    # the model itself is untouched: user 10 is predicted as before
+    again = check_user(model, maps, MOVIES, NEWER, 10, p=5, latest=True)
+    assert again.table.column("predicted").to_pylist() == pytest.approx([3.5, 2.5, 4.5])
+
+
+@pytest.mark.parametrize(("user_id", "train", "message"), [
+    (40, None, "user_id 40 is not one of the 3 users the model was trained on, and has no "
+               "training ratings to fold in"),
+    (40, TRAIN_40.slice(2), "no training ratings to fold in"),  # only user 10's row
+])
+def test_a_user_the_model_lacks_without_training_rows(hand: tuple[BiasModel, IdMaps],
+                                                      user_id: int, train: pa.Table | None,
+                                                      message: str) -> None:
+    model, maps = hand
+    with pytest.raises(ValueError, match=message):
+        check_user(model, maps, MOVIES, NEWER, user_id, 2, train_table=train)
+
+
+def test_only_unknown_movies_or_rows(hand: tuple[BiasModel, IdMaps]) -> None:
+    model, maps = hand
+    only_new = ratings_table([(10, 999, 4.0, 1), (40, 998, 3.0, 2)])
+    with pytest.raises(ValueError, match="none of user_id 10's 1 held-out movies"):
+        check_user(model, maps, MOVIES, only_new, 10, 2)
+    with pytest.raises(ValueError, match="none of the 2 held-out rows"):
+        held_out_errors(model, maps, only_new)
