@@ -175,8 +175,15 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     from recsys_pipeline.serving.recommend import recommend
 
     served = _serving_model(args, by="embeddings" if args.by_embedding else "ranking")
+    known = args.user in set(served.maps.users.column("user_id").to_pylist())
     if args.by_embedding:
         from recsys_pipeline.serving.similar import recommend_by_embedding
+
+        if not known and _has_lake_ratings(args.lake, args.user):
+            raise ValueError(f"user_id {args.user} is not one of the {served.maps.n_users} users "
+                             f"{served.name} was trained on, so has no embedding; `recommend "
+                             f"--user {args.user}` without --by-embedding folds them in from "
+                             "their lake ratings")
 
         table = recommend_by_embedding(served.model, served.maps, load_movies(args.lake),
                                        args.user, args.k, load_seen(args.lake, served.maps))
@@ -184,7 +191,6 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
               "similarity; predicted = the full model's score, model_rank = its rank there:")
         _print_table(table)
         return 0
-    known = args.user in set(served.maps.users.column("user_id").to_pylist())
     if not known and _recommend_folded_in(args, served):
         return 0
     table = recommend(served.model, served.maps, load_movies(args.lake), args.user, args.k,
@@ -192,6 +198,14 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     print(f"top {args.k} unrated movies for user {args.user}:")
     _print_table(table)
     return 0
+
+
+def _has_lake_ratings(lake: str, user_id: int) -> bool:
+    import numpy as np
+
+    from recsys_pipeline.serving.lake_models import lake_user_ratings
+
+    return lake_user_ratings(lake, np.asarray([user_id])).num_rows > 0
 
 
 def _recommend_folded_in(args: argparse.Namespace, served: ServingModel) -> bool:

@@ -154,6 +154,11 @@ def test_a_user_the_champion_does_not_know_is_folded_in_from_the_lake(built, tmp
         assert f" {item} " in out or f"\t{item}\t" in out or f" {item}\n" in out
     assert main(["--lake", str(lake), "recommend", "--user", "32", "-k", "3"]) == 2
     assert "unknown user_id 32" in capsys.readouterr().err
+    # by embedding: no embedding to fold in, but the error says what serves them
+    assert main(["--lake", str(lake), "recommend", "--user", "31", "--by-embedding"]) == 2
+    err = capsys.readouterr().err
+    assert "user_id 31 is not one of the 30 users" in err
+    assert "`recommend --user 31` without --by-embedding folds them in" in err
 
 
 def _add_split_rows(lake: Path, split: str, rows: list[dict]) -> None:
