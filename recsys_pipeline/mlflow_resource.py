@@ -7,7 +7,9 @@ points it at a server instead. The tag names every run carries are defined here 
 """
 
 import contextlib
+import logging
 import os
+import socket
 from collections.abc import Iterator, Mapping
 
 import dagster as dg
@@ -27,6 +29,27 @@ TAG_ASSET = "dagster.asset_key"
 TAG_FAMILY = "model.family"
 SPLIT_TAGS = {name: f"data.{name}_sha256" for name in ("train", "valid", "test")}
 TAG_TRAIN_SHA, TAG_VALID_SHA = SPLIT_TAGS["train"], SPLIT_TAGS["valid"]
+# the process that runs a run: a run left RUNNING by a process that is gone (killed by the OOM
+# killer, SIGKILL, a lost machine) is ended KILLED by the next run started on the same host
+TAG_HOST, TAG_PID, TAG_ENDED = "process.host", "process.pid", "process.ended"
+
+logger = logging.getLogger(__name__)
+
+
+def process_tags() -> dict[str, str]:
+    """``process.host`` and ``process.pid`` of the calling process (every run carries them)."""
+    return {TAG_HOST: socket.gethostname(), TAG_PID: str(os.getpid())}
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this host (one we may not signal counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def metric_key(name: str) -> str:
@@ -136,9 +159,33 @@ class MlflowResource(dg.ConfigurableResource):
     def start_run(self, run_name: str, tags: Mapping[str, str]) -> Iterator[Run]:
         """An active MLflow run in the experiment; it ends FINISHED, or FAILED on an exception."""
         experiment_id = self.experiment_id()
+        self.end_orphaned_runs(experiment_id)
+        mine = {**process_tags(), **tags}
         with self.activated(), mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
-                                                tags=dict(tags)) as active:
+                                                tags=mine) as active:
             yield mlflow.get_run(active.info.run_id)
+
+    def end_orphaned_runs(self, experiment_id: str) -> list[str]:
+        """End KILLED the experiment's RUNNING runs whose process (``process.pid`` on this
+        host) is gone, tagging ``process.ended`` with why; returns their run ids. A killed
+        training step cannot end its own run, and the MLflow UI would show it running for
+        ever. Runs of other hosts, or without the tags, are left alone."""
+        client, host = self.client(), socket.gethostname()
+        running = client.search_runs(
+            [experiment_id], filter_string=f"attributes.status = 'RUNNING' and "
+                                           f"tags.`{TAG_HOST}` = '{host}'", max_results=5000)
+        ended = []
+        for run in running:
+            pid = run.data.tags.get(TAG_PID, "")
+            if not pid.isdigit() or int(pid) == os.getpid() or _process_alive(int(pid)):
+                continue
+            client.set_tag(run.info.run_id, TAG_ENDED, f"process {pid} on {host} was gone when "
+                                                       "a later run started; ended KILLED")
+            client.set_terminated(run.info.run_id, "KILLED")
+            logger.warning("MLflow run %s (%s) was left RUNNING by process %s, which is gone: "
+                           "ended KILLED", run.info.run_id, run.info.run_name, pid)
+            ended.append(run.info.run_id)
+        return ended
 
     def latest_runs(self, train_sha256: str) -> list[Run]:
         """Latest FINISHED run of each model asset (else family) trained on this train split."""

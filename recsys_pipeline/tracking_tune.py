@@ -32,6 +32,7 @@ import mlflow
 import pyarrow as pa
 
 from recsys_pipeline.data.lake import write_json
+from recsys_pipeline.mlflow_resource import process_tags
 from recsys_pipeline.models.base import config_to_dict
 from recsys_pipeline.tracking import (
     MlflowResource,
@@ -90,7 +91,7 @@ def _trial_scope(name: str, log: Any, experiment_id: str, tags: Mapping[str, str
     @contextlib.contextmanager
     def scope(outcome: TrialOutcome) -> Iterator[OnEpoch | None]:
         run_name = f"{name}-trial-{outcome.number}"
-        trial_tags = {**tags, TAG_ROLE: "trial", TAG_TRIAL: str(outcome.number)}
+        trial_tags = {**process_tags(), **tags, TAG_ROLE: "trial", TAG_TRIAL: str(outcome.number)}
         with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=True,
                               tags=trial_tags) as run:
             run_ids[outcome.number] = run.info.run_id

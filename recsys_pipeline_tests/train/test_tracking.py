@@ -183,3 +183,38 @@ def test_default_store_is_sqlite_in_the_lake_and_env_is_restored(tracker, mlflow
     assert tracker.model_copy(update={"tracking_uri": "sqlite:///x.db"}
                               ).resolved_tracking_uri() == "sqlite:///x.db"
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
+
+
+def _gone_pid() -> int:
+    """The id of a process that has exited (and been reaped)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_run_left_running_by_a_killed_process_is_ended_by_the_next(tracker) -> None:
+    # a training step killed by SIGKILL / the OOM killer cannot end its run: the next run
+    # started on this host ends it KILLED; live processes' and other hosts' runs stay RUNNING
+    import socket
+
+    from recsys_pipeline.mlflow_resource import TAG_ENDED, TAG_HOST, TAG_PID
+
+    client, experiment_id = tracker.client(), tracker.experiment_id()
+    host = socket.gethostname()
+    dead = client.create_run(experiment_id, tags={TAG_HOST: host, TAG_PID: str(_gone_pid())})
+    alive = client.create_run(experiment_id, tags={TAG_HOST: host, TAG_PID: str(os.getppid())})
+    elsewhere = client.create_run(experiment_id, tags={TAG_HOST: host + "-other",
+                                                       TAG_PID: str(_gone_pid())})
+    untagged = client.create_run(experiment_id)
+    with tracker.start_run("next", {}) as run:
+        assert run.data.tags[TAG_HOST] == host and run.data.tags[TAG_PID] == str(os.getpid())
+        gone = client.get_run(dead.info.run_id)
+        assert gone.info.status == "KILLED" and gone.info.end_time is not None
+        assert "was gone when a later run started" in gone.data.tags[TAG_ENDED]
+        for other in (alive, elsewhere, untagged):
+            assert client.get_run(other.info.run_id).info.status == "RUNNING"
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    assert tracker.end_orphaned_runs(experiment_id) == []  # nothing more to end
