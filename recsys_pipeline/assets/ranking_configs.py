@@ -27,6 +27,9 @@ class _RankingLoopConfig(dg.Config):
     patience: int | None = 3  # stop after this many validations without a better NDCG@10
     eval_every: int = 1  # validate every this many epochs
     seed: int = 0  # seeds the weights, shuffles and dropout
+    # save a checkpoint after every epoch (data_lake/checkpoints/); a run that died resumes
+    # from it when re-executed with the same config and data; removed once training ends
+    checkpoint: bool = False
 
     def loop(self, device: str, grad_clip: float | None = None) -> RankingTrainConfig:
         return RankingTrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,

@@ -220,15 +220,36 @@ def on_release_scale(model_config: Any, lake: LakeResource) -> Any:
     return with_rating_range(model_config, release_rating_range(lake))
 
 
-def checkpoint_file(lake: LakeResource, context: dg.AssetExecutionContext,
-                    hashes: dict[str, str], *configs: object) -> Path:
-    """``<lake>/checkpoints/<asset>-<hash>.pt``, the hash over the training split's SHA-256
+def checkpoint_file(lake: LakeResource, context: dg.AssetExecutionContext, data_sha256: str,
+                    *configs: object) -> Path:
+    """``<lake>/checkpoints/<asset>-<hash>.pt``, the hash over the training data's SHA-256
     and the model's and loop's configs: a checkpoint is only ever resumed by the same
     training on the same data (another config starts afresh instead of failing)."""
-    key = json.dumps([hashes["train"], *(dataclasses.asdict(c) for c in configs)],
+    key = json.dumps([data_sha256, *(dataclasses.asdict(c) for c in configs)],
                      sort_keys=True, default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return Path(lake.path("checkpoints", f"{context.asset_key.path[-1]}-{digest}.pt"))
+
+
+def with_checkpoint(context: dg.AssetExecutionContext, lake: LakeResource, data_sha256: str,
+                    loop: Any, model_config: object) -> Any:
+    """``loop`` (a ``TrainConfig`` or ``RankingTrainConfig``) saving a checkpoint after every
+    epoch to :func:`checkpoint_file`, which it resumes when a run that died left one."""
+    ckpt = checkpoint_file(lake, context, data_sha256, model_config, loop)
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    if ckpt.is_file():
+        context.log.info(f"resuming from checkpoint {ckpt}")
+    return dataclasses.replace(loop, checkpoint_path=str(ckpt))
+
+
+def remove_checkpoints(context: dg.AssetExecutionContext, lake: LakeResource,
+                       loop: Any) -> None:
+    """After a training with ``checkpoint_path`` ended: its checkpoint, and any left by
+    other settings of the same asset, go."""
+    if loop is None or not loop.checkpoint_path:
+        return
+    for stale in Path(lake.path("checkpoints")).glob(f"{context.asset_key.path[-1]}-*.pt"):
+        stale.unlink(missing_ok=True)
 
 
 def _train(context: dg.AssetExecutionContext, model_config: object, loop: TrainConfig,
@@ -240,20 +261,14 @@ def _train(context: dg.AssetExecutionContext, model_config: object, loop: TrainC
         inputs["item_map"].num_rows, features)
     tags, hashes = run_tags(context, lake, MODEL_CLASSES[type(model_config)].family)
     model_config = on_release_scale(model_config, lake)
-    ckpt = checkpoint_file(lake, context, hashes, model_config, loop) if checkpoint else None
-    if ckpt is not None:
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        if ckpt.is_file():
-            context.log.info(f"resuming from checkpoint {ckpt}")
-        loop = dataclasses.replace(loop, checkpoint_path=str(ckpt))
+    if checkpoint:
+        loop = with_checkpoint(context, lake, hashes["train"], loop, model_config)
     tracked = train_and_track(
         mlflow, context.log, name=context.asset_key.path[-1], data=data,
         model_config=model_config, train_config=loop, tags=tags,
         params=split_params(inputs["split_report"]),
         id_maps={"user_map": inputs["user_map"], "item_map": inputs["item_map"]})
-    if ckpt is not None:  # done: this one and any left by other settings of this model go
-        for stale in ckpt.parent.glob(f"{context.asset_key.path[-1]}-*.pt"):
-            stale.unlink(missing_ok=True)
+    remove_checkpoints(context, lake, loop)
     context.add_output_metadata(_metadata(tracked, hashes))
     return tracked.result.model
 

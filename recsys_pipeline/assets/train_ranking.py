@@ -32,7 +32,15 @@ from recsys_pipeline.assets.ranking_configs import (
     TwoTowerModelConfig,
 )
 from recsys_pipeline.assets.ranking_data import ITEMS_KEY, MATRIX_KEY
-from recsys_pipeline.assets.train import GROUP, KINDS, PREFIX, on_release_scale, split_params
+from recsys_pipeline.assets.train import (
+    GROUP,
+    KINDS,
+    PREFIX,
+    on_release_scale,
+    remove_checkpoints,
+    split_params,
+    with_checkpoint,
+)
 from recsys_pipeline.data.item_features import item_side_features
 from recsys_pipeline.data.lake import file_sha256
 from recsys_pipeline.metadata import markdown_table
@@ -90,6 +98,18 @@ def _tags(context: dg.AssetExecutionContext, lake: LakeResource, family: str,
             TAG_RANKING_VALID_SHA: file_sha256(lake.path(*VALID_FILES[protocol]))}
 
 
+def _loop(context: dg.AssetExecutionContext, lake: LakeResource, config: Any, device: str,
+          model: Any, protocol: str, grad_clip: float | None = None) -> RankingTrainConfig:
+    """The asset's training loop; with ``checkpoint: true`` it saves every epoch and resumes
+    a run that died on the same data (the encoded ratings and the protocol's validation
+    file) and settings."""
+    loop = config.loop(device, grad_clip=grad_clip)
+    if not config.checkpoint:
+        return loop
+    data = file_sha256(lake.path(*ENCODED_FILE)) + file_sha256(lake.path(*VALID_FILES[protocol]))
+    return with_checkpoint(context, lake, data, loop, model.config)
+
+
 def _track(context: dg.AssetExecutionContext, mlflow: MlflowResource, lake: LakeResource,
            model: Any, protocol: str, fit: Any, loop: RankingTrainConfig | None,
            params: dict[str, Any] | None = None, validation: Any = None) -> Any:
@@ -103,6 +123,7 @@ def _track(context: dg.AssetExecutionContext, mlflow: MlflowResource, lake: Lake
         fit=fit, model_config=model.config, train_config=loop,
         tags=_tags(context, lake, model.family, protocol), params=params,
         validation=validation)
+    remove_checkpoints(context, lake, loop)
     out = tracked.outcome
     rows = [{"metric": k, "valid": round(out.valid[k], 4), "test": round(out.test[k], 4)}
             for k in SHOWN if k in out.test]
@@ -136,7 +157,7 @@ def autoencoder_model(context: dg.AssetExecutionContext, config: AutoEncoderMode
     MLflow."""
     model = AutoEncoderModel(*strong.binary["train"].shape,
                              on_release_scale(config.to_core(), lake))  # its rating clamp
-    loop = config.loop(device.device)
+    loop = _loop(context, lake, config, device.device, model, STRONG)
     return _track(context, mlflow, lake, model, STRONG, lambda cb: run_fold_in(
         model, strong, _item_idx(columns), loop, cb, user_split), loop, _strong_params(columns),
         strong.fold_in_pair("valid"))
@@ -149,7 +170,7 @@ def multvae_model(context: dg.AssetExecutionContext, config: MultVAEModelConfig,
                   strong: Any, columns: Any, user_split: Any) -> MultVAEModel:
     """Mult-VAE on binary user rows, scored by folding in held-out users, logged to MLflow."""
     model = MultVAEModel(*strong.binary["train"].shape, config.to_core())
-    loop = config.loop(device.device)
+    loop = _loop(context, lake, config, device.device, model, STRONG)
     return _track(context, mlflow, lake, model, STRONG, lambda cb: run_fold_in(
         model, strong, _item_idx(columns), loop, cb, user_split), loop, _strong_params(columns),
         strong.fold_in_pair("valid"))
@@ -210,7 +231,7 @@ def gru4rec_model(context: dg.AssetExecutionContext, config: GRU4RecModelConfig,
     """GRU4Rec next-item model on the users' chronological sequences, logged to MLflow."""
     model = GRU4RecModel(int(sessions.vocab.size), config.to_core())
     return _track_next(context, mlflow, lake, model, sessions, item_map, split_report,
-                       config.loop(device.device, grad_clip=5.0))
+                       _loop(context, lake, config, device.device, model, NEXT, 5.0))
 
 
 @dg.asset(key_prefix=PREFIX, group_name=GROUP, io_manager_key=MODEL_IO, ins=NEXT_INS,
@@ -221,7 +242,7 @@ def sasrec_model(context: dg.AssetExecutionContext, config: SASRecModelConfig,
     """SASRec next-item Transformer on the users' chronological sequences, logged to MLflow."""
     model = SASRecModel(int(sessions.vocab.size), config.to_core())
     return _track_next(context, mlflow, lake, model, sessions, item_map, split_report,
-                       config.loop(device.device, grad_clip=5.0))
+                       _loop(context, lake, config, device.device, model, NEXT, 5.0))
 
 
 @dg.asset(key_prefix=PREFIX, group_name=GROUP, io_manager_key=MODEL_IO, ins=NEXT_INS,
@@ -253,7 +274,7 @@ def two_tower_model(context: dg.AssetExecutionContext, config: TwoTowerModelConf
     model = TwoTowerModel(*user_split.explicit["train"].shape, config.to_core(),
                           n_genres=side.genres.shape[1], n_year_buckets=n_buckets)
     model.set_item_features(side.genres if side.genres.shape[1] else None, buckets)
-    loop = config.loop(device.device)
+    loop = _loop(context, lake, config, device.device, model, TOPK)
     validation = TopKValidation(user_split.explicit["train"], user_split.explicit["valid"],
                                 _split_method(split_report))
     return _track(context, mlflow, lake, model, TOPK,

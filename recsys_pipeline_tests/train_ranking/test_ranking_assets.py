@@ -222,3 +222,57 @@ def test_ranking_presets_are_valid_run_configs(tmp_path) -> None:
     with pytest.raises(dg.DagsterInvalidConfigError, match="hiden"):
         dg.validate_run_config(resolved, {"ops": {"models__autoencoder_model": {
             "config": {"hiden": [8]}}}})
+
+
+@pytest.mark.parametrize("family", ["multvae", "sasrec", "two_tower"])
+def test_a_ranking_run_that_died_resumes_from_its_checkpoint(materialized, tmp_path, family,
+                                                            monkeypatch) -> None:
+    """checkpoint: true saves every epoch; a run killed after epoch 2 of 4, re-executed with
+    the same config, trains epochs 3 and 4 only and ends with the weights of an uninterrupted
+    run (Mult-VAE's KL-annealing step, SASRec's dropout, two-tower's shuffles included)."""
+    import shutil
+
+    from recsys_pipeline.model_io import build_train_resources
+    from recsys_pipeline.resources import build_resources
+    from recsys_pipeline.training import ranking_loop
+
+    lake = tmp_path / "lake"
+    shutil.copytree(materialized[0], lake)
+    root = str(lake)
+    resources = {**build_resources(root), **build_train_resources(root),
+                 **ranking_resources(root)}
+    asset = next(a for a in ranking_assets
+                 if dg.AssetKey(["models", f"{family}_model"]) in a.keys)
+    config = dg.RunConfig({f"models__{family}_model": {"config": {
+        **SMALL, "epochs": 4, "patience": None, "eval_every": 1, "checkpoint": True}}})
+
+    def run() -> dg.ExecuteInProcessResult:
+        return dg.materialize([*ingest_assets, *prepare_assets, *ranking_assets],
+                              selection=dg.AssetSelection.assets(asset), resources=resources,
+                              run_config=config, raise_on_error=False)
+
+    def weights() -> dict:
+        return load_ranking_model(lake / "models" / f"{family}_model").state_dict()
+
+    assert run().success
+    uninterrupted = weights()
+    assert not list((lake / "checkpoints").iterdir())  # removed once training ended
+
+    real_save, saves = ranking_loop.save_checkpoint, []
+
+    def save(path, state, die_at=None):
+        real_save(path, state)
+        saves.append(state["epoch"])
+        if state["epoch"] == die_at:
+            raise RuntimeError("killed after epoch 2")
+
+    monkeypatch.setattr(ranking_loop, "save_checkpoint", lambda p, s: save(p, s, die_at=2))
+    assert not run().success
+    [left] = (lake / "checkpoints").iterdir()
+    assert left.name.startswith(f"{family}_model-") and saves == [1, 2]
+    monkeypatch.setattr(ranking_loop, "save_checkpoint", save)
+    assert run().success
+    assert saves == [1, 2, 3, 4]  # resumed after epoch 2
+    got = weights()
+    assert all(torch.equal(got[k], uninterrupted[k]) for k in uninterrupted)
+    assert not list((lake / "checkpoints").iterdir())
