@@ -66,6 +66,18 @@ def test_query_csv_and_json_lines_at_full_precision(small_lake, capsys):
     assert "(60 rows (showing 50))" in capsys.readouterr().out
 
 
+def test_float32_values_come_out_as_written(small_lake, capsys):
+    # DuckDB widens a 4-byte FLOAT to double (0.1f -> 0.10000000149011612); the lake's ratings
+    # and model scores are float32, so every format shows them at float32's shortest repr
+    sql = ("SELECT 0.1::FLOAT AS f, 3.7::FLOAT AS r, NULL::FLOAT AS z, 0.1::DOUBLE AS d, "
+           "'nan'::FLOAT AS n")
+    assert cli.main(["--lake", str(small_lake), "query", sql, "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["f,r,z,d,n", "0.1,3.7,,0.1,nan"]
+    assert cli.main(["--lake", str(small_lake), "query", sql, "--format", "json"]) == 0
+    assert capsys.readouterr().out.strip() == \
+        '{"f": 0.1, "r": 3.7, "z": null, "d": 0.1, "n": null}'
+
+
 def test_negative_max_rows_is_refused(small_lake, capsys):
     code = cli.main(["--lake", str(small_lake), "query", "SELECT 1", "--max-rows", "-1"])
     assert code == 2 and "--max-rows -1 must be >= 0" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 
 DB_FILE_NAME = "lake.duckdb"
 # top-level lake folders whose Parquet files are not lake tables: MLflow's artifact store
@@ -158,7 +159,8 @@ def run_query(
         params: values for the placeholders.
 
     Returns:
-        Column names and result rows.
+        Column names and result rows; 4-byte ``FLOAT`` values come as the shortest Python
+        float that reads back to the same float32 (0.1, not 0.10000000149011612).
     """
     path = Path(db_path)
     if not path.is_file():
@@ -169,5 +171,20 @@ def run_query(
     with duckdb.connect(str(path), read_only=True) as conn:
         _check_views_in_lake(conn, path)
         cursor = conn.execute(sql, dict(params) if params else None)
-        columns = [d[0] for d in cursor.description] if cursor.description else []
-        return columns, cursor.fetchall()
+        description = cursor.description or []
+        rows = cursor.fetchall()
+    columns = [d[0] for d in description]
+    float32 = [i for i, d in enumerate(description) if str(d[1]) == "FLOAT"]
+    if float32 and rows:
+        rows = [_short_float32(row, float32) for row in rows]
+    return columns, rows
+
+
+def _short_float32(row: tuple, positions: list[int]) -> tuple:
+    """``row`` with its float32 values at ``positions`` as their shortest round-trip float
+    (DuckDB hands a FLOAT out widened to double: 0.1f -> 0.10000000149011612)."""
+    values = list(row)
+    for i in positions:
+        if values[i] is not None:
+            values[i] = float(str(np.float32(values[i])))
+    return tuple(values)
