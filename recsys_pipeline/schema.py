@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 # --- column names -------------------------------------------------------------------------
 USER_ID = "user_id"
@@ -55,6 +56,20 @@ def timestamp_out_of_range(seconds: int) -> bool:
     """Whether Unix time ``seconds`` lies outside [EARLIEST_TIMESTAMP, now]."""
     lo, hi = timestamp_bounds()
     return not lo <= seconds <= hi
+
+
+def timestamps_out_of_range(ts: pa.Array | pa.ChunkedArray,
+                            latest: dt.datetime | None = None) -> pa.ChunkedArray:
+    """Per value: whether a timestamp (Unix seconds, or an Arrow timestamp of any unit) lies
+    outside [EARLIEST_TIMESTAMP, ``latest`` or now]; null is never out of range. The check
+    readers and the lake's asset check share."""
+    if pa.types.is_timestamp(ts.type):
+        ts = pc.cast(ts, pa.timestamp("s", tz="UTC"), safe=False)
+    seconds = pc.cast(ts, pa.int64())
+    lo, hi = timestamp_bounds()
+    hi = hi if latest is None else int(latest.timestamp())
+    bad = pc.fill_null(pc.or_(pc.less(seconds, lo), pc.greater(seconds, hi)), False)
+    return bad if isinstance(bad, pa.ChunkedArray) else pa.chunked_array([bad])
 
 RATINGS_SCHEMA = pa.schema(
     [

@@ -207,8 +207,7 @@ def _lists(counts: np.ndarray, values: pa.Array) -> pa.ListArray:
 def _check_timestamps(ts: pa.ChunkedArray, column: str, line_of: LineOf, label: str) -> None:
     """Raise naming the first line whose timestamp lies outside [EARLIEST_TIMESTAMP, now]."""
     seconds = pc.cast(ts, pa.int64())
-    lo, hi = s.timestamp_bounds()
-    bad = pc.fill_null(pc.or_(pc.less(seconds, lo), pc.greater(seconds, hi)), False)
+    bad = s.timestamps_out_of_range(seconds)
     n_bad = pc.sum(bad).as_py() or 0
     if n_bad:
         i = pc.index(bad, True).as_py()

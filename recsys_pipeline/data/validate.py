@@ -116,21 +116,16 @@ def check_unique_pairs(
     return [Finding("unique_user_item", int(dup.sum()), msg, _examples(table, dup))]
 
 
-def check_timestamps(
-    table: pa.Table, earliest: dt.datetime = EARLIEST_TIMESTAMP, latest: dt.datetime | None = None
-) -> list[Finding]:
-    """Every timestamp lies in [``earliest``, ``latest``] (``latest`` defaults to now)."""
+def check_timestamps(table: pa.Table, latest: dt.datetime | None = None) -> list[Finding]:
+    """Every timestamp lies in [``EARLIEST_TIMESTAMP``, ``latest``] (``latest`` defaults to
+    now): the readers' bound (``schema.timestamps_out_of_range``), re-checked on the lake."""
     latest = latest or dt.datetime.now(dt.UTC)
-    ts = table[S.TIMESTAMP]
-    lo = pa.scalar(earliest, type=ts.type)
-    hi = pa.scalar(latest, type=ts.type)
-    bad = pc.or_kleene(pc.less(ts, lo), pc.greater(ts, hi)).to_numpy(zero_copy_only=False)
-    bad = np.asarray(bad, dtype=bool)
+    bad = S.timestamps_out_of_range(table[S.TIMESTAMP], latest).to_numpy()
     if not bad.any():
         return []
     msg = (
         f"column 'timestamp' has {int(bad.sum())} values outside "
-        f"{earliest:%Y-%m-%d}..{latest:%Y-%m-%d}"
+        f"{EARLIEST_TIMESTAMP:%Y-%m-%d}..{latest:%Y-%m-%d}"
     )
     return [Finding("timestamps_in_range", int(bad.sum()), msg, _examples(table, bad))]
 
