@@ -2,13 +2,9 @@
 
 import dagster as dg
 
-from recsys_pipeline.assets.evaluate import evaluate_assets
-from recsys_pipeline.assets.ingest import ingest_assets
-from recsys_pipeline.assets.prepare import prepare_assets
-from recsys_pipeline.assets.project import project_assets
-from recsys_pipeline.assets.ranking import ranking_assets, ranking_checks, ranking_resources
-from recsys_pipeline.assets.serve import serve_assets
-from recsys_pipeline.assets.train import no_nan_weights_check, train_assets, train_checks
+from recsys_pipeline.assets.catalog import ALL_ASSETS
+from recsys_pipeline.assets.ranking import ranking_checks, ranking_resources
+from recsys_pipeline.assets.train import no_nan_weights_check, train_checks
 from recsys_pipeline.assets.tune import tune_assets
 from recsys_pipeline.checks import ingest_checks, prepare_checks
 from recsys_pipeline.jobs import all_jobs
@@ -17,8 +13,7 @@ from recsys_pipeline.resources import DEFAULT_LAKE_ROOT, build_resources
 from recsys_pipeline.schedules import all_schedules
 from recsys_pipeline.sensors import all_sensors
 
-all_assets = [*ingest_assets, *prepare_assets, *train_assets, *ranking_assets, *evaluate_assets,
-              *serve_assets, *tune_assets, *project_assets]
+all_assets = ALL_ASSETS
 all_checks = [*ingest_checks, *prepare_checks, *train_checks, *ranking_checks,
               *(no_nan_weights_check(asset) for asset in tune_assets)]
 

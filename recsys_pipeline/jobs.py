@@ -2,15 +2,14 @@
 
 import dagster as dg
 
+from recsys_pipeline.assets.catalog import ON_PURPOSE_GROUPS
 from recsys_pipeline.assets.evaluate import GROUP as EVALUATE
 from recsys_pipeline.assets.ingest import GROUP as INGEST
 from recsys_pipeline.assets.prepare import GROUP as PREPARE
-from recsys_pipeline.assets.project import GROUP as PROJECT
 from recsys_pipeline.assets.project import project_job
 from recsys_pipeline.assets.ranking_configs import RANKING_PRESETS
 from recsys_pipeline.assets.train import GROUP as TRAIN
 from recsys_pipeline.assets.train import TRAIN_PRESETS
-from recsys_pipeline.assets.tune import GROUP as TUNE
 from recsys_pipeline.assets.tune import tune_job
 
 ingest_job = dg.define_asset_job(
@@ -48,7 +47,7 @@ serve_job = dg.define_asset_job(
 
 full_pipeline_job = dg.define_asset_job(
     "full_pipeline_job",
-    selection=dg.AssetSelection.all() - dg.AssetSelection.groups(TUNE, PROJECT),
+    selection=dg.AssetSelection.all() - dg.AssetSelection.groups(*ON_PURPOSE_GROUPS),
     description="Every asset, raw files to the last stage, with every check (tuning and the "
                 "embedding projection are tune_job's and project_job's: started on purpose, "
                 "not on every retrain).",

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from recsys_pipeline.assets.catalog import pipeline_assets
 from recsys_pipeline.data.raw_watch import ingested_source
 from recsys_pipeline.jobs import all_jobs, full_pipeline_job
 from recsys_pipeline.resources import LakeResource
@@ -70,16 +71,8 @@ def pending_pipeline_runs(instance: dg.DagsterInstance, limit: int = 1
 
 def _pipeline_ops() -> dict[str, list[dg.AssetKey]]:
     """Op name -> its asset keys, for every asset ``full_pipeline_job`` runs."""
-    from recsys_pipeline.assets.evaluate import evaluate_assets
-    from recsys_pipeline.assets.ingest import ingest_assets
-    from recsys_pipeline.assets.prepare import prepare_assets
-    from recsys_pipeline.assets.ranking import ranking_assets
-    from recsys_pipeline.assets.serve import serve_assets
-    from recsys_pipeline.assets.train import train_assets
-
-    every = [*ingest_assets, *prepare_assets, *train_assets, *ranking_assets, *evaluate_assets,
-             *serve_assets]
-    return {a.node_def.name: sorted(a.keys, key=lambda k: k.to_user_string()) for a in every}
+    return {a.node_def.name: sorted(a.keys, key=lambda k: k.to_user_string())
+            for a in pipeline_assets()}
 
 
 def lake_op_configs(instance: dg.DagsterInstance) -> dict[str, dict]:

@@ -23,6 +23,13 @@ def test_definitions_load_and_resolve():
     check_keys = {k.name for c in all_checks for k in c.check_keys}
     assert {"ratings_schema", "no_null_ids", "ratings_on_scale", "unique_user_item",
             "timestamps_in_range", "rated_items_in_movies"} <= check_keys
+    # the retrain keeps each op's last settings: it reads them for exactly the job's assets
+    from recsys_pipeline.schedules import _pipeline_ops
+
+    job_keys = set(defs.resolve_job_def("full_pipeline_job").asset_layer.selected_asset_keys)
+    assert {k for keys in _pipeline_ops().values() for k in keys} == job_keys
+    assert not {dg.AssetKey(["models", "tuned_model"]),
+                dg.AssetKey(["reports", "item_projection"])} & job_keys  # started on purpose
     graph = repo.asset_graph
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
