@@ -33,7 +33,7 @@ _CSV: dict[str, Spec] = {
     "tags": (("userId", s.USER_ID, "int32"), ("movieId", s.ITEM_ID, "int32"),
              ("tag", s.TAG, "str"), ("timestamp", s.TIMESTAMP, "unix")),
     "links": (("movieId", s.ITEM_ID, "int32"), ("imdbId", s.IMDB_ID, "str"),
-              ("tmdbId", s.TMDB_ID, "int32")),
+              ("tmdbId", s.TMDB_ID, "intfloat")),
 }
 # ml-20m copies with renamed files write timestamps as 'YYYY-MM-DD HH:MM:SS' (UTC)
 _RENAMED: dict[str, Spec] = {
@@ -318,7 +318,25 @@ def _read_csv(
         if problem is None:
             problem = t.explain_arrow_error(member, fmt, str(err), names or list(fmt.columns))
         raise ValueError(f"{member.label}, {problem}") from err
-    return {c: table.column(c) for c, _, _ in spec}
+    columns = {c: table.column(c) for c, _, _ in spec}
+    for c, _, kind in spec:
+        if kind == "intfloat":
+            columns[c] = _whole_int32(columns[c], c, member, fmt)
+    return columns
+
+
+def _whole_int32(values: pa.ChunkedArray, column: str, member: Member,
+                 fmt: LineFormat) -> pa.ChunkedArray:
+    """An integer column read as float ('862.0', as pandas writes an id column with gaps) ->
+    int32; a fraction or a value past int32 is an error naming its line."""
+    x = values.to_numpy(zero_copy_only=False)
+    ok = np.isnan(x) | ((np.floor(x) == x) & (np.abs(x) < 2**31))
+    if not ok.all():
+        i = int(np.argmin(ok))
+        shown = str(int(x[i])) if np.floor(x[i]) == x[i] else str(float(x[i]))
+        raise ValueError(f"{member.label}, line {t.line_of_record(member, fmt, i)}, column "
+                         f"'{column}': cannot parse '{shown}' as an integer")
+    return pc.cast(values, pa.int32())
 
 
 @contextmanager

@@ -32,6 +32,8 @@ _PATTERNS = {
     "int32": _INT,
     "unix": _INT,
     "float": r"(?i)^\s*[-+]?((\d+\.?\d*|\.\d+)(e[-+]?\d+)?|nan|inf|infinity)\s*$|^$",
+    # an integer that a spreadsheet or pandas may have written as a float ('862.0')
+    "intfloat": r"^\s*-?\d{1,18}(\.0*)?\s*$|^$",
     "datetime": r"^\s*\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2})?)?\s*$|^$",
 }
 _INT_BOUNDS = {"int8": 2**7, "int16": 2**15, "int32": 2**31, "unix": 2**63}
@@ -39,6 +41,7 @@ _DESCRIPTIONS = {
     "float": "a number",
     "datetime": "a 'YYYY-MM-DD HH:MM:SS' timestamp",
     "unix": "an integer (Unix seconds)",
+    "intfloat": "an integer",
 }
 ARROW_TYPES = {
     "int8": pa.int8(),
@@ -46,6 +49,7 @@ ARROW_TYPES = {
     "int32": pa.int32(),
     "unix": pa.int64(),
     "float": pa.float32(),
+    "intfloat": pa.float64(),  # read as float, then checked whole and cast to int32
     "datetime": pa.timestamp("s"),
     "str": pa.string(),
 }

@@ -88,7 +88,9 @@ def test_csv_layout_exact_rows(tmp_path: Path, eol: str) -> None:
                 'userId,movieId,tag,timestamp\n2,60756,"dark, ""moody""",1445714994\n'
                 "2,60756,funny,\n"
             ).replace("\n", eol),
-            "links.csv": "movieId,imdbId,tmdbId\n1,0114709,862\n791,0113610,\n".replace("\n", eol),
+            # 8844.0: an id column re-saved by pandas (floats, for the gaps) still reads
+            "links.csv": "movieId,imdbId,tmdbId\n1,0114709,862\n791,0113610,\n2,0113497,8844.0\n"
+            .replace("\n", eol),
         },
     )
     release = detect_release(folder)
@@ -116,6 +118,7 @@ def test_csv_layout_exact_rows(tmp_path: Path, eol: str) -> None:
     assert rows(release, "links") == [
         {"item_id": 1, "imdb_id": "0114709", "tmdb_id": 862},
         {"item_id": 791, "imdb_id": "0113610", "tmdb_id": None},
+        {"item_id": 2, "imdb_id": "0113497", "tmdb_id": 8844},
     ]
     assert json.loads(json.dumps(release.describe())) == {
         "name": "ml-latest-small",
@@ -508,6 +511,11 @@ BAD_INPUT = [
      b"1::1::4::978300760\n1::\xe92::4::978300760\n", r"ratings.dat, line 2"),
     ("id overflow", "csv", "links.csv", "links", "movieId,imdbId,tmdbId\n1,0114709,99999999999\n",
      r"links.csv, line 2, column 'tmdbId': cannot parse '99999999999' as an integer"),
+    ("fractional tmdbId", "csv", "links.csv", "links",
+     "movieId,imdbId,tmdbId\n1,0114709,862.0\n\n2,0113497,8844.5\n",
+     r"links.csv, line 4, column 'tmdbId': cannot parse '8844.5' as an integer"),
+    ("word tmdbId", "csv", "links.csv", "links", "movieId,imdbId,tmdbId\n1,0114709,none\n",
+     r"links.csv, line 2, column 'tmdbId': cannot parse 'none' as an integer"),
     ("bad date-time", "csv-renamed", "rating.csv", "ratings",
      H + "1,1,4.0,2015-03-31 23:40:02\n1,1,4.0,soon\n",
      r"rating.csv, line 3, column 'timestamp': cannot parse 'soon'"),
