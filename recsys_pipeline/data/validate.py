@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -102,16 +101,38 @@ def check_rating_values(table: pa.Table, allowed: Sequence[float]) -> list[Findi
     return [Finding("ratings_on_scale", int(bad.sum()), msg, _examples(table, bad))]
 
 
+def _duplicated(table: pa.Table, key: Sequence[str]) -> tuple[np.ndarray, int]:
+    """``(mask of the rows whose key occurs more than once, number of such keys)``."""
+    cols = [np.asarray(table[c].to_numpy(zero_copy_only=False)) for c in key]
+    n = table.num_rows
+    if n < 2:
+        return np.zeros(n, bool), 0
+    if len(cols) == 2 and all(c.dtype.kind in "iu" and c.dtype.itemsize <= 4 for c in cols):
+        packed = (cols[0].astype(np.int64) << 32) | cols[1].astype(np.uint32).astype(np.int64)
+        order = np.argsort(packed)  # ties in any order: only neighbours are compared
+        ordered = packed[order]
+        same = ordered[1:] == ordered[:-1]  # sorted row i+1 repeats row i
+    else:
+        order = np.lexsort(cols[::-1])
+        same = np.logical_and.reduce([c[order][1:] == c[order][:-1] for c in cols])
+    dup_sorted = np.zeros(n, bool)
+    dup_sorted[1:] |= same
+    dup_sorted[:-1] |= same
+    dup = np.empty(n, bool)
+    dup[order] = dup_sorted
+    first_of_run = dup_sorted & ~np.r_[False, same]
+    return dup, int(first_of_run.sum())
+
+
 def check_unique_pairs(
     table: pa.Table,
     key: Sequence[str] = (S.USER_ID, S.ITEM_ID),
 ) -> list[Finding]:
-    """At most one row per ``key`` (by default one rating per user and item)."""
-    frame = pd.DataFrame({c: table[c].to_numpy(zero_copy_only=False) for c in key})
-    dup = frame.duplicated(keep=False).to_numpy()
+    """At most one row per ``key`` (by default one rating per user and item): one stable sort
+    of the key columns (two 32-bit ids packed into one int64), then equal neighbours."""
+    dup, n_pairs = _duplicated(table, key)
     if not dup.any():
         return []
-    n_pairs = int(frame[dup].drop_duplicates().shape[0])
     msg = f"{n_pairs} ({', '.join(key)}) pairs occur more than once ({int(dup.sum())} rows)"
     return [Finding("unique_user_item", int(dup.sum()), msg, _examples(table, dup))]
 

@@ -65,6 +65,25 @@ def test_duplicate_pairs_counted():
     assert finding.count == 2 and finding.message.startswith("1 (user_id, item_id) pairs")
 
 
+def test_duplicate_pairs_agree_with_pandas_on_random_ids():
+    # the sort-based check against pandas' duplicated() on many small-range ids (so many
+    # repeats, some three or more times) and on ids past 2^31 / negative-free int32 extremes
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    for users, items in [(rng.integers(0, 30, 2000), rng.integers(0, 40, 2000)),
+                         (np.array([2**31 - 1, 2**31 - 1, 0, 0]), np.array([7, 7, 2**31 - 1, 5]))]:
+        table = ratings(users.tolist(), items.tolist(), [3.0] * len(users))
+        frame = pd.DataFrame({"u": users, "i": items})
+        want = frame.duplicated(keep=False).to_numpy()
+        got, n_pairs = V._duplicated(table, (S.USER_ID, S.ITEM_ID))
+        assert (got == want).all() and n_pairs == frame[want].drop_duplicates().shape[0]
+        # the generic path (any key) agrees too
+        got3, n3 = V._duplicated(table, (S.USER_ID, S.ITEM_ID, S.RATING))
+        assert (got3 == want).all() and n3 == n_pairs
+
+
 @pytest.mark.parametrize("year", [1970, 2150])
 def test_timestamps_out_of_range(year):
     bad = ratings([1, 2], [1, 1], [1.0, 1.0], years=[2001, year])
