@@ -105,8 +105,12 @@ class SessionsIOManager(_FolderIOManager):
 class MatricesIOManager(_FolderIOManager):
     """CSR user x item matrices, one ``<split>_<explicit|binary>.npz`` each (no pickle)."""
 
+    # zip-compress the .npz files: about a third of the size, but 20-50x slower to write
+    # (ml-10m's train matrix: 20 MB in 14.6 s against 64 MB in 0.3 s)
+    compressed: bool = False
+
     def _save(self, obj: Any, folder: Path) -> list[Path]:
-        return save_matrices(obj, folder)
+        return save_matrices(obj, folder, self.compressed)
 
     def _load(self, folder: Path) -> Any:
         return load_matrices(folder)

@@ -41,11 +41,9 @@ class SparseConfig:
 
     Attributes:
         binarize_threshold: Binary matrices keep ratings ``>=`` this value as 1.0.
-        compressed: Save ``.npz`` files zip-compressed (smaller, slower to write).
     """
 
     binarize_threshold: float = 0.0
-    compressed: bool = True
 
 
 @dataclass(frozen=True)
@@ -136,7 +134,7 @@ def build_matrices(
     return SplitMatrices(explicit, binary)
 
 
-def save_csr(matrix: sp.csr_matrix, path: str | os.PathLike, compressed: bool = True) -> Path:
+def save_csr(matrix: sp.csr_matrix, path: str | os.PathLike, compressed: bool = False) -> Path:
     """Write ``matrix`` as ``.npz`` atomically (temp file in the same folder, then rename).
 
     Args:
@@ -178,7 +176,7 @@ def matrix_path(directory: str | os.PathLike, split: str, kind: str) -> Path:
 
 
 def save_matrices(
-    matrices: SplitMatrices, directory: str | os.PathLike, compressed: bool = True
+    matrices: SplitMatrices, directory: str | os.PathLike, compressed: bool = False
 ) -> list[Path]:
     """Write every matrix of ``matrices`` under ``directory`` (one atomic file each)."""
     paths = []

@@ -95,6 +95,34 @@ def test_save_load_round_trip_atomic(tmp_path: Path, compressed: bool) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["train.npz"]  # no temp file left
     loaded = load_csr(path)
     assert loaded.shape == m.shape and (loaded != m).nnz == 0 and loaded.dtype == np.float32
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:  # stored (fast to write) unless asked to compress
+        want = zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED
+        assert {i.compress_type for i in zf.infolist()} == {want}
+
+
+def test_matrices_io_manager_writes_uncompressed_unless_configured(tmp_path: Path) -> None:
+    import zipfile
+
+    import dagster as dg
+
+    from recsys_pipeline.resources import build_resources
+
+    splits = split_ratings(encoded_table(ROWS), SplitConfig("random", seed=0))
+    mats = build_matrices(splits, 3, 4, SparseConfig())
+    manager = build_resources(str(tmp_path))["matrices_io_manager"]
+    for compressed in (False, True):
+        io = manager.model_copy(update={"compressed": compressed}) if compressed else manager
+        key = dg.AssetKey(["prepared", f"m{int(compressed)}"])
+        context = dg.build_output_context(asset_key=key)
+        io.handle_output(context, mats)
+        files = sorted((tmp_path / "prepared" / f"m{int(compressed)}").glob("*.npz"))
+        assert len(files) == 10
+        want = zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED
+        for f in files:
+            with zipfile.ZipFile(f) as zf:
+                assert {i.compress_type for i in zf.infolist()} == {want}
 
 
 def test_save_load_all_matrices(tmp_path: Path) -> None:
