@@ -91,6 +91,31 @@ def test_models_and_leaderboard_materialize(lake: Path) -> None:
     assert board_meta["mlflow_ui"].value.startswith("mlflow ui --backend-store-uri sqlite:///")
 
 
+def test_device_resource_sets_torch_threads_for_the_run(lake: Path) -> None:
+    # threads: 1 (a machine shared with other work) holds for the run's training steps
+    seen: list[int] = []
+
+    @dg.asset(deps=[mf_model])
+    def probe(device: DeviceResource) -> None:
+        seen.append(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        result = dg.materialize([probe], resources={"device": DeviceResource(threads=1)},
+                                selection=dg.AssetSelection.assets(probe))
+        assert result.success and seen == [1]
+        torch.set_num_threads(2)
+        assert dg.materialize([probe], resources={"device": DeviceResource()},
+                              selection=dg.AssetSelection.assets(probe)).success
+        assert seen == [1, 2]  # 0: torch's own setting stays
+        bad = dg.materialize([probe], resources={"device": DeviceResource(threads=-1)},
+                             selection=dg.AssetSelection.assets(probe), raise_on_error=False)
+        assert not bad.success
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_failed_training_fails_the_asset_and_its_mlflow_run(lake: Path) -> None:
     result = _materialize(lake, [mf_model], {"models__mf_model": {"config": SMALL}},
                           device=DeviceResource(device="cuda:99"))
