@@ -111,7 +111,7 @@ class DeviceResource(dg.ConfigurableResource):
     device: str = "auto"  # "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N"
     # torch's CPU threads for the run (torch.set_num_threads); 0 = torch's default, one per
     # core. Set 1 where other work shares the cores: with another process busy on a 2-core
-    # machine, MF trained 13x and DeepFM over 20x slower on 2 threads than on 1
+    # machine, MF trained 13x and DeepFM up to 20x slower on 2 threads than on 1
     threads: int = 0
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
