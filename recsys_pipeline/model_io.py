@@ -24,6 +24,7 @@ from recsys_pipeline.models.base import (
 from recsys_pipeline.resources import LakeResource
 from recsys_pipeline.serving.lake_models import TRAINED_ON_FILE, lake_data_signature
 from recsys_pipeline.training.device import pick_device
+from recsys_pipeline.training.experiment import EvalConfig
 
 
 def replace_dir(src: Path, dst: Path) -> None:
@@ -126,6 +127,24 @@ class DeviceResource(dg.ConfigurableResource):
         return pick_device(self.device)
 
 
+class EvaluationResource(dg.ConfigurableResource):
+    """The final evaluation's settings, shared by every rating model of a run (so their
+    leaderboard rows compare like with like)."""
+
+    # rank a fixed sample of this many users per split for the top-K metrics (0 = every
+    # user): MLP, NeuMF and DeepFM score every user x item pair through their network, which
+    # at ml-10m's 70k users x 10k items takes 30-60 min per split on a CPU. Rating metrics
+    # (RMSE, MAE, FCP) always cover every held-out rating
+    max_ranked_users: int = 0
+
+    def eval_config(self) -> EvalConfig:
+        """The ``training.experiment.EvalConfig`` of these settings (validated)."""
+        if self.max_ranked_users < 0:
+            raise ValueError(f"evaluation resource: max_ranked_users={self.max_ranked_users} "
+                             "must be >= 0 (0: every user)")
+        return EvalConfig(max_users=self.max_ranked_users or None)
+
+
 def build_train_resources(lake_root: str) -> dict[str, object]:
     """The resources the train and evaluate assets add to ``resources.build_resources``:
     ``mlflow`` (SQLite tracking in the lake unless configured), ``model_io_manager``, ``device``.
@@ -134,4 +153,4 @@ def build_train_resources(lake_root: str) -> dict[str, object]:
 
     lake = LakeResource(root=lake_root)
     return {"mlflow": MlflowResource(lake=lake), "model_io_manager": ModelIOManager(lake=lake),
-            "device": DeviceResource()}
+            "device": DeviceResource(), "evaluation": EvaluationResource()}

@@ -23,7 +23,7 @@ from recsys_pipeline.data.lake import file_sha256
 from recsys_pipeline.data.raw_watch import ingested_rating_scale, ingested_release_name
 from recsys_pipeline.data.validate import Finding
 from recsys_pipeline.metadata import findings_result, markdown_table, png_markdown
-from recsys_pipeline.model_io import DeviceResource
+from recsys_pipeline.model_io import DeviceResource, EvaluationResource
 from recsys_pipeline.models.base import RatingModel, with_rating_range
 from recsys_pipeline.models.bias import BiasConfig
 from recsys_pipeline.models.deepfm import DeepFMConfig
@@ -254,7 +254,8 @@ def remove_checkpoints(context: dg.AssetExecutionContext, lake: LakeResource,
 
 def _train(context: dg.AssetExecutionContext, model_config: object, loop: TrainConfig,
            inputs: dict, mlflow: MlflowResource, lake: LakeResource,
-           features: ItemFeatures | None = None, checkpoint: bool = False) -> RatingModel:
+           evaluation: EvaluationResource, features: ItemFeatures | None = None,
+           checkpoint: bool = False) -> RatingModel:
     """Train + evaluate + log one model in one MLflow run; attach its metadata."""
     data = ExperimentData.from_tables(
         inputs["train"], inputs["valid"], inputs["test"], inputs["user_map"].num_rows,
@@ -265,8 +266,8 @@ def _train(context: dg.AssetExecutionContext, model_config: object, loop: TrainC
         loop = with_checkpoint(context, lake, hashes["train"], loop, model_config)
     tracked = train_and_track(
         mlflow, context.log, name=context.asset_key.path[-1], data=data,
-        model_config=model_config, train_config=loop, tags=tags,
-        params=split_params(inputs["split_report"]),
+        model_config=model_config, train_config=loop, eval_config=evaluation.eval_config(),
+        tags=tags, params=split_params(inputs["split_report"]),
         id_maps={"user_map": inputs["user_map"], "item_map": inputs["item_map"]})
     remove_checkpoints(context, lake, loop)
     context.add_output_metadata(_metadata(tracked, hashes))
@@ -277,56 +278,57 @@ def _train(context: dg.AssetExecutionContext, model_config: object, loop: TrainC
           kinds=KINDS)
 def bias_model(context: dg.AssetExecutionContext, config: BiasModelConfig,
                mlflow: MlflowResource, lake: LakeResource, device: DeviceResource,
-               **inputs: object) -> RatingModel:
+               evaluation: EvaluationResource, **inputs: object) -> RatingModel:
     """Baseline μ + b_u + b_i with damped biases (closed form), logged to MLflow."""
     return _train(context, config.to_core(), TrainConfig(device=device.device), inputs,
-                  mlflow, lake)
+                  mlflow, lake, evaluation)
 
 
 @dg.asset(key_prefix=PREFIX, group_name=GROUP, io_manager_key=MODEL_IO, ins=DATA_INS,
           kinds=KINDS)
 def popularity_model(context: dg.AssetExecutionContext, config: PopularityModelConfig,
                      mlflow: MlflowResource, lake: LakeResource, device: DeviceResource,
-                     **inputs: object) -> RatingModel:
+                     evaluation: EvaluationResource, **inputs: object) -> RatingModel:
     """Most-rated-first ranking baseline (no rating predictions), logged to MLflow."""
     return _train(context, config.to_core(), TrainConfig(device=device.device), inputs,
-                  mlflow, lake)
+                  mlflow, lake, evaluation)
 
 
 @dg.asset(key_prefix=PREFIX, group_name=GROUP, io_manager_key=MODEL_IO, ins=DATA_INS,
           kinds=KINDS)
 def mf_model(context: dg.AssetExecutionContext, config: MFModelConfig, mlflow: MlflowResource,
-             lake: LakeResource, device: DeviceResource, **inputs: object) -> RatingModel:
+             lake: LakeResource, device: DeviceResource, evaluation: EvaluationResource,
+             **inputs: object) -> RatingModel:
     """Biased matrix factorisation μ + b_u + b_i + p_u·q_i trained on MSE, logged to MLflow."""
     return _train(context, config.to_core(), config.loop(device.device), inputs, mlflow, lake,
-                  checkpoint=config.checkpoint)
+                  evaluation, checkpoint=config.checkpoint)
 
 
 @dg.asset(key_prefix=PREFIX, group_name=GROUP, io_manager_key=MODEL_IO, ins=DATA_INS,
           kinds=KINDS)
 def mlp_model(context: dg.AssetExecutionContext, config: MLPModelConfig,
               mlflow: MlflowResource, lake: LakeResource, device: DeviceResource,
-              **inputs: object) -> RatingModel:
+              evaluation: EvaluationResource, **inputs: object) -> RatingModel:
     """MLP over concatenated user and item embeddings trained on MSE, logged to MLflow."""
     return _train(context, config.to_core(), config.loop(device.device), inputs, mlflow, lake,
-                  checkpoint=config.checkpoint)
+                  evaluation, checkpoint=config.checkpoint)
 
 
 @dg.asset(key_prefix=PREFIX, group_name=GROUP, io_manager_key=MODEL_IO, ins=DATA_INS,
           kinds=KINDS)
 def neumf_model(context: dg.AssetExecutionContext, config: NeuMFModelConfig,
                 mlflow: MlflowResource, lake: LakeResource, device: DeviceResource,
-                **inputs: object) -> RatingModel:
+                evaluation: EvaluationResource, **inputs: object) -> RatingModel:
     """NeuMF (GMF + MLP branches) trained on MSE, logged to MLflow."""
     return _train(context, config.to_core(), config.loop(device.device), inputs, mlflow, lake,
-                  checkpoint=config.checkpoint)
+                  evaluation, checkpoint=config.checkpoint)
 
 
 @dg.asset(key_prefix=PREFIX, group_name=GROUP, io_manager_key=MODEL_IO,
           ins={**DATA_INS, **SIDE_INS}, kinds=KINDS)
 def deepfm_model(context: dg.AssetExecutionContext, config: DeepFMModelConfig,
                  mlflow: MlflowResource, lake: LakeResource, device: DeviceResource,
-                 **inputs: object) -> RatingModel:
+                 evaluation: EvaluationResource, **inputs: object) -> RatingModel:
     """DeepFM over user, item, genres, year bucket and top tags, trained on MSE, logged to
     MLflow."""
     side = item_side_features(inputs["item_map"], inputs["movies"], inputs["tags"],
@@ -335,7 +337,7 @@ def deepfm_model(context: dg.AssetExecutionContext, config: DeepFMModelConfig,
                                         side.years if config.year_bucket_width else None,
                                         side.tags, max(config.year_bucket_width, 1))
     return _train(context, config.to_core(), config.loop(device.device), inputs, mlflow, lake,
-                  features, checkpoint=config.checkpoint)
+                  evaluation, features, checkpoint=config.checkpoint)
 
 
 model_assets = [bias_model, popularity_model, mf_model, mlp_model, neumf_model, deepfm_model]

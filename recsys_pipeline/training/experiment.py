@@ -115,11 +115,15 @@ class EvalConfig:
         ks: Ranking cut-offs K.
         relevance_threshold: A held-out rating ``>=`` this is relevant.
         user_batch: Users per ``score_all`` call.
+        max_users: Rank a fixed sample of this many users per split (see
+            ``evaluation.topk.evaluate_topk``); None ranks every user. Rating metrics always
+            cover every held-out rating.
     """
 
     ks: tuple[int, ...] = (10,)
     relevance_threshold: float = 4.0
     user_batch: int = 1024
+    max_users: int | None = None
 
 
 @dataclass
@@ -185,7 +189,7 @@ def evaluate_split(model: RatingModel, data: RatingData, exclude: ItemSets,
         out.pop("n_ratings", None)
     ranking = evaluate_topk(model, data, exclude.to(device), ks=config.ks,
                             relevance_threshold=config.relevance_threshold,
-                            batch_size=config.user_batch)
+                            batch_size=config.user_batch, max_users=config.max_users)
     out.update({k: v for k, v in ranking.items() if k != "n_users"})
     out["n_ratings"], out["n_ranked_users"] = float(len(data)), ranking["n_users"]
     return out

@@ -96,6 +96,41 @@ def test_oracle_on_planted_data_is_perfect() -> None:
         "ndcg@3"] < result["ndcg@3"]
 
 
+def test_max_users_ranks_a_fixed_sample_exactly_as_its_own_test_rows() -> None:
+    # 200 users with random scores and test rows: max_users=50 ranks 50 of them (the same 50
+    # every call), and its metrics equal a full evaluation of just those users' test rows
+    g = torch.Generator().manual_seed(1)
+    n_users, n_items = 200, 40
+    scores = torch.rand(n_users, n_items, generator=g)
+    users = torch.arange(n_users).repeat_interleave(3)
+    items = torch.randint(0, n_items, (users.numel(),), generator=g)
+    ratings = torch.where(torch.rand(users.numel(), generator=g) < 0.7, 5.0, 2.0)
+    keep = torch.ones(users.numel(), dtype=torch.bool)
+    pairs = users * n_items + items
+    keep[1:] = pairs[1:] != pairs[:-1]  # one rating per pair
+    test = RatingData.from_arrays(users[keep], items[keep], ratings[keep], n_users=n_users,
+                                  n_items=n_items)
+    model = FixedScores(scores)
+    full = evaluate_topk(model, test, ks=(5,))
+    sampled = evaluate_topk(model, test, ks=(5,), max_users=50)
+    assert sampled == evaluate_topk(model, test, ks=(5,), max_users=50)
+    assert sampled["n_users"] == 50 and full["n_users"] > 50
+    # the sample as documented: a seeded permutation of the users with a relevant item
+    from recsys_pipeline.evaluation.topk import SAMPLE_SEED
+    from recsys_pipeline.training.seed import torch_generator
+
+    relevant_users = torch.unique(test.users[test.ratings >= 4.0])
+    pick = torch.randperm(relevant_users.numel(), generator=torch_generator(SAMPLE_SEED))[:50]
+    chosen = set(relevant_users[pick].tolist())
+    mine = torch.tensor([int(u) in chosen for u in test.users])
+    subset = RatingData.from_arrays(test.users[mine], test.items[mine], test.ratings[mine],
+                                    n_users=n_users, n_items=n_items)
+    assert sampled == pytest.approx(evaluate_topk(model, subset, ks=(5,)))
+    assert evaluate_topk(model, test, ks=(5,), max_users=10_000) == full  # fewer users: all
+    with pytest.raises(ValueError, match="max_users=0"):
+        evaluate_topk(model, test, ks=(5,), max_users=0)
+
+
 def test_errors() -> None:
     model = FixedScores(SCORES)
     with pytest.raises(ValueError, match=r"ks=\(7,\)"):

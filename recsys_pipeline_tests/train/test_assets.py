@@ -91,6 +91,27 @@ def test_models_and_leaderboard_materialize(lake: Path) -> None:
     assert board_meta["mlflow_ui"].value.startswith("mlflow ui --backend-store-uri sqlite:///")
 
 
+def test_evaluation_resource_ranks_a_sample_of_users(lake: Path) -> None:
+    # max_ranked_users: the top-K metrics of every model of the run rank the same fixed
+    # sample; RMSE still covers every held-out rating; the setting is logged with the run
+    from recsys_pipeline.model_io import EvaluationResource
+
+    result = _materialize(lake, [mf_model], {"models__mf_model": {"config": SMALL}},
+                          evaluation=EvaluationResource(max_ranked_users=3))
+    assert result.success
+    tracker = build_train_resources(str(lake))["mlflow"]
+    [run] = tracker.client().search_runs([tracker.experiment_id()], max_results=1,
+                                         order_by=["attributes.start_time DESC"])
+    metrics, params = run.data.metrics, run.data.params
+    assert params["eval.max_users"] == "3"
+    assert metrics["test_n_ranked_users"] == 3 and metrics["best_valid_n_ranked_users"] == 3
+    test_rows = read_parquet(lake / "prepared" / "splits" / "test.parquet").num_rows
+    assert metrics["test_n_ratings"] == test_rows  # rating metrics: every held-out rating
+    bad = _materialize(lake, [mf_model], {"models__mf_model": {"config": SMALL}},
+                       evaluation=EvaluationResource(max_ranked_users=-1))
+    assert not bad.success
+
+
 def test_device_resource_sets_torch_threads_for_the_run(lake: Path) -> None:
     # threads: 1 (a machine shared with other work) holds for the run's training steps
     seen: list[int] = []
