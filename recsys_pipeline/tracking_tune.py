@@ -42,7 +42,7 @@ from recsys_pipeline.tracking import (
     log_png,
     train_and_track,
 )
-from recsys_pipeline.training.experiment import ExperimentData, OnEpoch
+from recsys_pipeline.training.experiment import EvalConfig, ExperimentData, OnEpoch
 from recsys_pipeline.tuning.plots import history_png, importance_png, param_importances
 from recsys_pipeline.tuning.space import SearchSpace
 from recsys_pipeline.tuning.study import (
@@ -156,6 +156,7 @@ def tune_and_track(
     best_config_path: Path,
     params: Mapping[str, Any] | None = None,
     id_maps: Mapping[str, pa.Table] | None = None,
+    eval_config: EvalConfig | None = None,
 ) -> TunedRun:
     """Tune ``family`` on valid in a parent MLflow run, then train, test and register the best.
 
@@ -172,6 +173,7 @@ def tune_and_track(
         best_config_path: Where the best configuration's JSON goes (atomically).
         params: Extra params of the parent and the final run (e.g. the split's config).
         id_maps: Tables logged with the final model.
+        eval_config: The final model's evaluation (e.g. a sample of users to rank).
 
     Returns:
         The study, the run ids, the final tracked run and both plots.
@@ -199,7 +201,7 @@ def tune_and_track(
     try:
         final = train_and_track(
             tracker, log, name=name, data=data, model_config=result.model_config,
-            train_config=result.train_config, tags=final_tags,
+            train_config=result.train_config, eval_config=eval_config, tags=final_tags,
             params={**(params or {}), **{f"best.{k}": v for k, v in result.best_params.items()}},
             id_maps=id_maps)
     except BaseException:

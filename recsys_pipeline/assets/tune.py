@@ -21,7 +21,7 @@ from recsys_pipeline.assets.train import (
 )
 from recsys_pipeline.data.item_features import item_side_features
 from recsys_pipeline.metadata import markdown_table, png_markdown
-from recsys_pipeline.model_io import DeviceResource
+from recsys_pipeline.model_io import DeviceResource, EvaluationResource
 from recsys_pipeline.models.base import RatingModel
 from recsys_pipeline.resources import LakeResource
 from recsys_pipeline.tracking import MlflowResource
@@ -117,7 +117,7 @@ def tuning_metadata(tuned: TunedRun) -> dict[str, object]:
           ins={**DATA_INS, **SIDE_INS}, kinds=KINDS)
 def tuned_model(context: dg.AssetExecutionContext, config: TunedModelConfig,
                 mlflow: MlflowResource, lake: LakeResource, device: DeviceResource,
-                **inputs: object) -> RatingModel:
+                evaluation: EvaluationResource, **inputs: object) -> RatingModel:
     """The best of an Optuna search (one nested MLflow run per trial), trained, tested and
     registered."""
     family = check_family(config.model)
@@ -131,7 +131,8 @@ def tuned_model(context: dg.AssetExecutionContext, config: TunedModelConfig,
         settings=config.to_settings(device.device, release_rating_range(lake)), tags=tags,
         best_config_path=lake.path("tuning", family, "best_config.json"),
         params=split_params(inputs["split_report"]),
-        id_maps={"user_map": inputs["user_map"], "item_map": inputs["item_map"]})
+        id_maps={"user_map": inputs["user_map"], "item_map": inputs["item_map"]},
+        eval_config=evaluation.eval_config())
     context.add_output_metadata({**tuning_metadata(tuned), "train_sha256": hashes["train"]})
     return tuned.final.result.model
 
