@@ -286,11 +286,14 @@ def log_original_ids_model(model: nn.Module, user_ids: np.ndarray, item_ids: np.
 
 
 def log_exports(model: nn.Module, user_ids: np.ndarray | None, item_ids: np.ndarray | None,
-                onnx: bool = True, log: Any = None) -> ExportReport:
+                onnx: bool = True, log: Any = None,
+                pyfunc_model: nn.Module | None = None) -> ExportReport:
     """Log the ONNX export (when ``onnx``) and the original-id pyfunc in the active run.
 
     Sequence models are skipped (tag ``export.skipped``), as is the pyfunc when no id maps
-    are given. Timings go to the metrics ``export_onnx_seconds`` / ``export_pyfunc_seconds``.
+    are given. ``pyfunc_model`` (default ``model``) is what the pyfunc scores with, e.g. a
+    fold-in model holding the rows ``recommend`` serves from. Timings go to the metrics
+    ``export_onnx_seconds`` / ``export_pyfunc_seconds``.
     """
     if isinstance(model, SequenceModel):
         mlflow.set_tags({"export.skipped": SKIP_REASON})
@@ -308,7 +311,8 @@ def log_exports(model: nn.Module, user_ids: np.ndarray | None, item_ids: np.ndar
     diff = log_onnx(model) if onnx and not skipped else None
     mid = time.perf_counter()
     if user_ids is not None and item_ids is not None:
-        log_original_ids_model(model, user_ids, item_ids)
+        log_original_ids_model(model if pyfunc_model is None else pyfunc_model, user_ids,
+                               item_ids)
     end = time.perf_counter()
     report = ExportReport(diff, mid - start, end - mid)
     mlflow.log_metrics({"export_onnx_seconds": report.onnx_seconds,

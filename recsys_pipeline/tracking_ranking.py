@@ -33,7 +33,8 @@ from recsys_pipeline.data.raw_watch import ingested_release_name
 from recsys_pipeline.evaluation.selection import Contender
 from recsys_pipeline.model_io import ModelIOManager
 from recsys_pipeline.models.base import config_to_dict, save_model
-from recsys_pipeline.models.ranking_base import load_ranking_model
+from recsys_pipeline.models.ranking_base import FoldInModel, load_ranking_model
+from recsys_pipeline.serving.ranking_serving import lake_served_history
 from recsys_pipeline.tracking import (
     MlflowResource,
     epoch_logger,
@@ -42,7 +43,7 @@ from recsys_pipeline.tracking import (
     run_row,
     system_params,
 )
-from recsys_pipeline.tracking_export import lake_ids, log_exports
+from recsys_pipeline.tracking_export import PYFUNC_DIR, lake_ids, log_exports
 from recsys_pipeline.tracking_rescore import (
     PARAM_SPLIT_METHOD,
     RUN_MODEL_DIR,
@@ -101,9 +102,11 @@ class TrackedRanking:
 
 
 def _register(tracker: MlflowResource, run_id: str, family: str, valid: float,
-              valid_sha: str, rescore: Rescorer | None, split: str = ""
-              ) -> tuple[str, GateDecision] | None:
-    """Register ``runs:/<run>/model`` as a version of ``recsys-<family>``; apply the
+              valid_sha: str, rescore: Rescorer | None, split: str = "",
+              source_dir: str = RUN_MODEL_DIR) -> tuple[str, GateDecision] | None:
+    """Register ``runs:/<run>/<source_dir>`` (the original-id pyfunc where one was logged, so
+    ``models:/recsys-<family>@champion`` loads with ``mlflow.pyfunc``; else the model folder)
+    as a version of ``recsys-<family>``; apply the
     champion gate on the validation NDCG@10 (higher is better). On changed validation data
     ``rescore`` (``tracking_rescore.rescorer``) compares both on the same rows; without one,
     or when it fails, the resource's ``champion_when_incomparable`` decides."""
@@ -113,7 +116,7 @@ def _register(tracker: MlflowResource, run_id: str, family: str, valid: float,
     if not client.search_registered_models(filter_string=f"name = '{name}'"):
         client.create_registered_model(name)
     version = str(client.create_model_version(
-        name, f"{mlflow.get_artifact_uri()}/{RUN_MODEL_DIR}", run_id=run_id).version)
+        name, f"{mlflow.get_artifact_uri()}/{source_dir}", run_id=run_id).version)
     release = ingested_release_name(tracker.lake.raw_dir())
     if release:
         mlflow.set_tag(TAG_RELEASE, release)
@@ -154,7 +157,11 @@ def train_and_track_ranking(
             save_model(outcome.model, tmp)  # type: ignore[arg-type]
             mlflow.log_artifacts(tmp, RUN_MODEL_DIR)
         user_ids, item_ids = lake_ids(tracker.lake.path(), outcome.model)
-        log_exports(outcome.model, user_ids, item_ids, onnx=tracker.log_onnx, log=log)
+        served = None  # fold-in: the pyfunc scores from the rows recommend serves from
+        if isinstance(outcome.model, FoldInModel) and user_ids is not None:
+            served = lake_served_history(tracker.lake.path(), outcome.model)
+        log_exports(outcome.model, user_ids, item_ids, onnx=tracker.log_onnx, log=log,
+                    pyfunc_model=served)
         if isinstance(validation, NextItemValidation):
             log_token_items(validation.item_ids)
         rescore = rescorer(outcome.model, validation, user_ids, item_ids,
@@ -162,7 +169,9 @@ def train_and_track_ranking(
         valid = outcome.valid.get(SELECTION_METRIC, float("nan"))
         registered = _register(tracker, run.info.run_id, family, valid,
                                tags.get(TAG_RANKING_VALID_SHA, ""), rescore,
-                               split_signature(params))
+                               split_signature(params),
+                               RUN_MODEL_DIR if user_ids is None or item_ids is None
+                               else PYFUNC_DIR)
         if registered is None:
             mlflow.set_tags({"champion": "false", "champion_reason": "not registered"})
             return TrackedRanking(outcome, run.info.run_id, None, False, "not registered")

@@ -24,6 +24,7 @@ split, translated through original ids) therefore apply unchanged.
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import ClassVar
@@ -286,6 +287,27 @@ def lake_positive_threshold(explicit_train: sp.spmatrix | None,
     if explicit_train is None or explicit_train.nnz == 0:
         return float(default)
     return float(explicit_train.data.min())
+
+
+def lake_served_history(lake: str | os.PathLike[str], model: FoldInModel) -> FoldInModel:
+    """A copy of a freshly trained fold-in model whose stored rows are the rows ``recommend``
+    serves from (:func:`fold_in_rows`): the model's own where it has one, else the user's
+    train-split positives, as the 200 strong-generalization held-out users need. For the
+    logged original-id pyfunc, which has no lake to read at prediction time.
+
+    Raises:
+        FileNotFoundError: A lake table the rows need, named.
+    """
+    prepared = Path(lake) / PREPARED
+    users = read_parquet(prepared / "user_map.parquet")
+    columns = read_parquet(prepared / FOLD_IN_ITEMS_FILE)
+    train = read_parquet(prepared / "splits" / "train.parquet")
+    explicit = prepared / STRONG_TRAIN_FILE
+    threshold = lake_positive_threshold(load_csr(explicit) if explicit.is_file() else None)
+    rows = fold_in_rows(model, fold_in_item_maps(users, columns), train, threshold)
+    served = copy.deepcopy(model)
+    served.set_history(rows)
+    return served
 
 
 def load_lake_serving(lake: str | os.PathLike[str], folder: Path, maps: IdMaps,

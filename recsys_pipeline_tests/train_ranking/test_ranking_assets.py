@@ -127,6 +127,18 @@ def test_every_ranking_model_logs_one_run(materialized) -> None:
                 sessions.vocab).to_pylist()
         version = client.get_model_version(f"recsys-{family}", "1")
         assert version.run_id == run.info.run_id
+        # the registry entry is a deployable MLflow model where a pyfunc was logged
+        sequence = PROTOCOL[family] == "next_item"
+        assert version.source.endswith("/model" if sequence else "/original_ids_model")
+        if not sequence:
+            with mlflow_resource.activated():
+                champion = mlflow.pyfunc.load_model(f"models:/recsys-{family}@champion")
+            import pandas as pd
+
+            users = read_parquet(lake / "prepared" / "user_map.parquet").column("user_id")
+            scores = champion.predict(pd.DataFrame({"user_id": users.to_pylist()[:2],
+                                                    "item_id": [-5, -5]}))
+            assert np.isnan(np.asarray(scores)).all()  # unknown item: NaN, not an error
         assert str(client.get_registered_model(f"recsys-{family}").aliases["champion"]) == "1"
         assert run.data.tags["champion.decision"] == "promoted"
         meta = result.asset_materializations_for_node(f"models__{family}_model")[0].metadata
@@ -276,3 +288,37 @@ def test_a_ranking_run_that_died_resumes_from_its_checkpoint(materialized, tmp_p
     got = weights()
     assert all(torch.equal(got[k], uninterrupted[k]) for k in uninterrupted)
     assert not list((lake / "checkpoints").iterdir())
+
+
+def test_fold_in_pyfunc_scores_every_user_as_recommend_does(materialized) -> None:
+    # the logged original-id pyfunc of a fold-in model scores the strong-generalization
+    # held-out users (no stored row) from their train-split positives, as `recommend` does,
+    # instead of an empty row (EASE: every score 0)
+    import pandas as pd
+
+    from recsys_pipeline.serving import lake_models as lm
+
+    lake, _, mlflow_resource = materialized
+    runs, _ = _runs(mlflow_resource)
+    held_out = set()
+    for split in ("valid", "test"):
+        fold_in, _ = load_matrices(lake / "prepared" / "strong_generalization_matrix"
+                                   ).fold_in_pair(split)
+        held_out |= set(np.flatnonzero(fold_in.getnnz(1)).tolist())
+    assert len(held_out) == 6
+    for family in ("ease", "multvae", "autoencoder"):
+        served = lm.resolve_model(lake, f"{family}_model")
+        users = served.maps.users.column("user_id").to_numpy()
+        items = served.maps.items.column("item_id").to_numpy()
+        frame = pd.DataFrame({"user_id": np.repeat(users, len(items)),
+                              "item_id": np.tile(items, len(users))})
+        with mlflow_resource.activated():
+            pyfunc = mlflow.pyfunc.load_model(
+                f"runs:/{runs[f'{family}_model'].info.run_id}/original_ids_model")
+            got = np.asarray(pyfunc.predict(frame)).reshape(len(users), len(items))
+        with torch.no_grad():
+            want = served.model.score_all(torch.arange(len(users))).numpy()
+        finite = np.isfinite(want)  # serving masks the user's own items
+        np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5, atol=1e-6)
+        rows = sorted(held_out)
+        assert np.ptp(got[rows], axis=1).min() > 0, family  # not a constant (empty) row
