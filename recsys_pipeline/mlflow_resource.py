@@ -188,7 +188,9 @@ class MlflowResource(dg.ConfigurableResource):
         return ended
 
     def latest_runs(self, train_sha256: str) -> list[Run]:
-        """Latest FINISHED run of each model asset (else family) trained on this train split."""
+        """Latest FINISHED run of each model asset and family trained on this train split
+        (``models/tuned_model`` holds whichever family was tuned last; each tuned family keeps
+        its row)."""
         experiment_id = self.experiment_id(create=False)
         if experiment_id is None:
             return []
@@ -197,8 +199,9 @@ class MlflowResource(dg.ConfigurableResource):
             filter_string=f"tags.`{TAG_TRAIN_SHA}` = '{train_sha256}' "
                           "and attributes.status = 'FINISHED'",
             order_by=["attributes.start_time DESC"], max_results=5000)
-        latest: dict[str, Run] = {}
+        latest: dict[tuple[str, str], Run] = {}
         for run in runs:
             tags = run.data.tags  # one row per asset (models/tuned_model beside models/mf_model)
-            latest.setdefault(tags.get(TAG_ASSET) or tags.get(TAG_FAMILY, run.info.run_name), run)
+            key = (tags.get(TAG_ASSET) or run.info.run_name or "", tags.get(TAG_FAMILY, ""))
+            latest.setdefault(key, run)
         return list(latest.values())

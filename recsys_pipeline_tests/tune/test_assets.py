@@ -154,3 +154,18 @@ def test_cli_tune_prints_the_summary(lake: Path, capsys: pytest.CaptureFixture[s
     assert "test RMSE" in out and "mlflow ui --backend-store-uri sqlite:///" in out
     assert str(lake / "tuning" / "mlp" / "best_config.json") in out
     assert best["settings"]["seed"] == 3 and best["family"] == "mlp"
+
+
+def test_each_tuned_family_keeps_its_leaderboard_row(lake: Path) -> None:
+    # tuning MLP after MF: models/tuned_model holds the MLP, but the leaderboard still lists
+    # the tuned MF beside it (one row per asset and family)
+    from recsys_pipeline.data.lake import file_sha256
+
+    assert _materialize(lake, TINY).success
+    assert _materialize(lake, {**TINY, "model": "mlp"}).success
+    tracker = build_train_resources(str(lake))["mlflow"]
+    sha = file_sha256(lake / "prepared" / "splits" / "train.parquet")
+    rows = [r for r in tracker.latest_runs(sha)
+            if r.data.tags.get("dagster.asset_key") == "models/tuned_model"]
+    assert sorted(r.data.tags[TAG_FAMILY] for r in rows) == ["mf", "mlp"]
+    assert all(r.data.tags["tune.role"] == "final" for r in rows)  # not the parents
