@@ -41,10 +41,15 @@ for a nearest-neighbour (maximum inner product) index: a user's top-K items are 
 largest user · item, the model's own order ({score}). Leave out the items the user has
 rated (the lake's clean/ratings.parquet: user_id, item_id), as recommend does.
 
+import numpy as np, pyarrow.parquet as pq
 from recsys_pipeline.serving.retrieval import read_vectors  # or pyarrow: column "vector"
 user_ids, users = read_vectors("user_vectors.parquet")
 item_ids, items = read_vectors("item_vectors.parquet")
-top = item_ids[(users[0] @ items.T).argsort()[::-1][:10]]
+rated = pq.read_table("<lake>/clean/ratings.parquet", columns=["user_id", "item_id"],
+                      filters=[("user_id", "=", int(user_ids[0]))]).column("item_id")
+scores = users[0] @ items.T
+scores[np.isin(item_ids, rated.to_numpy())] = -np.inf  # never what they rated
+top = item_ids[scores.argsort()[::-1][:10]]
 """
 
 

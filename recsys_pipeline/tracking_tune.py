@@ -98,6 +98,11 @@ def _trial_scope(name: str, log: Any, experiment_id: str, tags: Mapping[str, str
             mlflow.log_params(outcome.params)
             try:
                 yield epoch_logger(run_name, log)
+            except BaseException as exc:  # Ctrl-C, a stopped run: not left looking RUNNING
+                if outcome.state == "RUNNING":
+                    outcome.state = "FAIL"
+                    outcome.error = outcome.error or f"interrupted: {type(exc).__name__}"
+                raise
             finally:
                 mlflow.set_tag(TAG_STATE, outcome.state)
                 mlflow.log_metric("epochs_run", float(len(outcome.history)))

@@ -138,8 +138,8 @@ def log_projection(tracker: MlflowResource, served: ServingModel,
 class ItemProjectionConfig(dg.Config):
     """Which model to project, and how."""
 
-    # a model folder under <lake>/models (mf_model, neumf, ...); "" = the MLflow champion
-    # with the best validation RMSE, else mf_model (serving.lake_models.resolve_model)
+    # a model folder under <lake>/models (mf_model, neumf, ...); "" = the best-ranking MLflow
+    # champion that has item embeddings, else mf_model (serving.lake_models.resolve_model)
     model: str = ""
     # t-SNE runs on at most this many items (the most-rated); 0 = PCA only
     tsne_max_items: int = 2000

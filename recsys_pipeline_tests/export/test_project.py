@@ -139,7 +139,8 @@ def test_cli_export_writes_onnx_maps_and_description(
         got = full[u][np.searchsorted(ITEM_IDS, top)]
         np.testing.assert_allclose(got, want, atol=1e-6)  # the same top scores (ties aside)
     readme = (out / "README.txt").read_text()
-    assert "top = item_ids[(users[0] @ items.T).argsort()[::-1][:10]]" in readme
+    assert "scores[np.isin(item_ids, rated.to_numpy())] = -np.inf" in readme
+    assert "top = item_ids[scores.argsort()[::-1][:10]]" in readme
 
 
 def test_cli_export_says_why_a_model_has_no_vectors(

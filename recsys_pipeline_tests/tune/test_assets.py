@@ -169,3 +169,24 @@ def test_each_tuned_family_keeps_its_leaderboard_row(lake: Path) -> None:
             if r.data.tags.get("dagster.asset_key") == "models/tuned_model"]
     assert sorted(r.data.tags[TAG_FAMILY] for r in rows) == ["mf", "mlp"]
     assert all(r.data.tags["tune.role"] == "final" for r in rows)  # not the parents
+
+
+def test_an_interrupted_trial_is_not_left_looking_running(tracker) -> None:
+    # Ctrl-C inside a trial: its nested run ends FAILED with tune.state FAIL and the reason,
+    # not tune.state RUNNING
+    import logging
+
+    from recsys_pipeline.tracking_tune import TAG_STATE, _trial_scope
+    from recsys_pipeline.tuning.study import TrialOutcome
+
+    outcome = TrialOutcome(number=0, params={"lr": 0.01})
+    experiment_id = tracker.experiment_id()
+    run_ids: dict[int, str] = {}
+    with tracker.start_run("parent", {}):
+        scope = _trial_scope("t", logging.getLogger("t"), experiment_id, {}, run_ids)
+        with pytest.raises(KeyboardInterrupt), scope(outcome):
+            raise KeyboardInterrupt
+    trial = tracker.client().get_run(run_ids[0])
+    assert trial.data.tags[TAG_STATE] == "FAIL" and outcome.state == "FAIL"
+    assert trial.data.tags["tune.error"] == "interrupted: KeyboardInterrupt"
+    assert trial.info.status == "FAILED"
