@@ -159,7 +159,11 @@ def train_and_track_ranking(
         user_ids, item_ids = lake_ids(tracker.lake.path(), outcome.model)
         served = None  # fold-in: the pyfunc scores from the rows recommend serves from
         if isinstance(outcome.model, FoldInModel) and user_ids is not None:
-            served = lake_served_history(tracker.lake.path(), outcome.model)
+            try:
+                served = lake_served_history(tracker.lake.path(), outcome.model)
+            except FileNotFoundError as exc:  # a lake without splits: the stored rows only
+                mlflow.set_tag("export.pyfunc_rows", f"the model's stored rows only ({exc})")
+                log.info(f"export: fold-in pyfunc without the held-out users' rows: {exc}")
         log_exports(outcome.model, user_ids, item_ids, onnx=tracker.log_onnx, log=log,
                     pyfunc_model=served)
         if isinstance(validation, NextItemValidation):

@@ -76,6 +76,9 @@ def test_fold_in_champion_rescored_on_users_it_never_trained_on(tracker) -> None
     champion = _track(tracker, EASEModel.fit(train, EASEConfig(l2=1.0), device="cpu"),
                       fold_in, heldout, "A")
     assert champion.champion
+    # a lake without a train split: the pyfunc keeps the stored rows, and the run says so
+    tags = tracker.client().get_run(champion.run_id).data.tags
+    assert tags["export.pyfunc_rows"].startswith("the model's stored rows only")
 
     # new data: two of the champion's training users are validation users now, and the
     # challenger learned from noise (its rankings are poor)
