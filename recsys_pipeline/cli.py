@@ -271,6 +271,11 @@ def _cmd_similar(args: argparse.Namespace) -> int:
     print(f"{args.k} movies most similar to item {args.item} (cosine of item embeddings; "
           f"movies with at least {args.min_ratings} training ratings):")
     _print_table(table)
+    if table.num_rows == 0 and support is not None:
+        others = support.copy()
+        others[served.maps.to_item_idx([args.item])] = 0
+        print(f"no other movie has {args.min_ratings} or more training ratings (the most any "
+              f"has: {int(others.max())}); lower --min-ratings")
     return 0
 
 

@@ -9,6 +9,7 @@ Dagster is imported only when the command runs.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -45,11 +46,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_config(args: argparse.Namespace) -> dict[str, Any]:
     """The ``tune_job`` run config the flags stand for; ValueError on a bad flag."""
+    args.model = args.model.removesuffix("_model")  # mf_model, as other commands take it
     check_family(args.model)
     if args.trials < 1 or args.epochs < 1:
         raise ValueError(f"--trials {args.trials} and --epochs {args.epochs} must be >= 1")
-    if args.timeout is not None and args.timeout <= 0:
-        raise ValueError(f"--timeout {args.timeout} must be > 0 seconds")
+    if args.timeout is not None and not 0 < args.timeout < math.inf:
+        raise ValueError(f"--timeout {args.timeout} must be a finite number of seconds > 0 "
+                         "(leave it out for no limit)")
     config = {"model": args.model, "n_trials": args.trials, "timeout_s": args.timeout,
               "seed": args.seed, "epochs": args.epochs}
     # INFO: the per-trial and per-epoch lines, without Dagster's DEBUG event stream

@@ -238,6 +238,14 @@ def test_similar_excludes_the_item(lake, capsys):
     maps = lm.load_maps(lake)
     kept = set(maps.to_item_ids(np.flatnonzero(support >= cut)).tolist()) - {7}
     assert set(_column(out, 1)) <= kept and len(_column(out, 1)) == min(4, len(kept))
+    too_many = int(support.max()) + 1  # nobody qualifies: say so, not just an empty table
+    code, out, err = _run(lake, capsys, "similar", "--item", "7", "--model", "mf",
+                          "--min-ratings", str(too_many))
+    assert code == 0, err
+    idx7 = int(maps.to_item_idx(np.array([7]))[0])
+    most = int(np.delete(support, idx7).max())
+    assert f"no other movie has {too_many} or more training ratings (the most any has: " \
+           f"{most}); lower --min-ratings" in out
 
 
 @pytest.mark.parametrize(("args", "needle"), [

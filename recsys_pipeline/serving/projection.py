@@ -94,6 +94,9 @@ def item_projection(
     from sklearn.manifold import TSNE
 
     _check(vectors, maps)
+    if not perplexity > 0 or max_tsne_items < 0:
+        raise ValueError(f"perplexity={perplexity} must be > 0 and max_tsne_items="
+                         f"{max_tsne_items} >= 0")
     n = vectors.shape[0]
     item_ids = maps.items.column(S.ITEM_ID).to_numpy()
     pca = PCA(n_components=2, random_state=seed).fit_transform(vectors).astype(np.float32)

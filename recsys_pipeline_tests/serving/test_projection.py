@@ -70,3 +70,6 @@ def test_no_embeddings_or_bad_shape(world: World) -> None:
         item_vectors(world.models["bias"])
     with pytest.raises(ValueError, match=r"shape \(3, 4\)"):
         item_projection(np.zeros((3, 4)), world.maps, world.movies)
+    vectors = item_vectors(world.models["mf"])
+    with pytest.raises(ValueError, match="perplexity=0 must be > 0"):
+        item_projection(vectors, world.maps, world.movies, perplexity=0)

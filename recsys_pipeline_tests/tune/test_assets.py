@@ -133,10 +133,16 @@ def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_cli_rejects_bad_flags(lake: Path) -> None:
     for argv, message in ((["tune", "--model", "popularity"], "closed form"),
-                          (["tune", "--trials", "0"], "--trials 0")):
+                          (["tune", "--trials", "0"], "--trials 0"),
+                          (["tune", "--timeout", "inf"], "--timeout inf must be a finite"),
+                          (["tune", "--timeout", "nan"], "--timeout nan must be a finite")):
         args = _parser().parse_args(["--lake", str(lake), *argv])
         with pytest.raises(ValueError, match=message):
             args.func(args)
+    from recsys_pipeline.cli_tune import run_config
+
+    args = _parser().parse_args(["--lake", str(lake), "tune", "--model", "mlp_model"])
+    assert run_config(args)["ops"][NODE]["config"]["model"] == "mlp"  # as other commands
     args = _parser().parse_args(["--lake", str(lake / "nowhere"), "tune"])
     with pytest.raises(FileNotFoundError, match="prepare_job"):
         args.func(args)
