@@ -162,6 +162,7 @@ def tune_and_track(
     params: Mapping[str, Any] | None = None,
     id_maps: Mapping[str, pa.Table] | None = None,
     eval_config: EvalConfig | None = None,
+    study_file: Path | None = None,
 ) -> TunedRun:
     """Tune ``family`` on valid in a parent MLflow run, then train, test and register the best.
 
@@ -179,6 +180,9 @@ def tune_and_track(
         params: Extra params of the parent and the final run (e.g. the split's config).
         id_maps: Tables logged with the final model.
         eval_config: The final model's evaluation (e.g. a sample of users to rank).
+        study_file: A SQLite file holding the Optuna study while it runs: a tuning that was
+            cut short resumes from it when re-run with the same file; removed once the tuned
+            model is trained. None: the study lives in memory.
 
     Returns:
         The study, the run ids, the final tracked run and both plots.
@@ -196,7 +200,14 @@ def tune_and_track(
                            "data.n_train": len(data.train), "data.n_valid": len(data.valid),
                            **(params or {})})
         scope = _trial_scope(name, log, parent.info.experiment_id, trial_tags, run_ids)
-        result = tune(data, family, space, settings, scope)
+        storage = None
+        if study_file is not None:
+            study_file.parent.mkdir(parents=True, exist_ok=True)
+            if study_file.is_file():
+                log.info(f"resuming the tuning study in {study_file}")
+            storage = f"sqlite:///{study_file}"
+        result = tune(data, family, space, settings, scope, storage=storage,
+                      study_name=None if study_file is None else study_file.stem)
         history, importance, importances = _log_study(result, name, settings.seed)
         document = best_config_document(result, settings, space, parent_id)
         mlflow.log_dict(document, BEST_CONFIG_ARTIFACT)
@@ -213,6 +224,8 @@ def tune_and_track(
         client.set_terminated(parent_id, "FAILED")
         raise
     client.set_tag(parent_id, TAG_FINAL_RUN, final.run_id)
+    if study_file is not None:  # done: nothing left to resume
+        study_file.unlink(missing_ok=True)
     for key, value in final_metrics(final.result).items():
         if key.startswith("test_"):
             client.log_metric(parent_id, key, value)

@@ -8,6 +8,10 @@ and registers it as a version of ``recsys-<family>``. The best configuration is 
 ``<lake>/tuning/<family>/best_config.json``. ``tune_job`` materializes it.
 """
 
+import hashlib
+import json
+from pathlib import Path
+
 import dagster as dg
 
 from recsys_pipeline.assets.train import (
@@ -28,6 +32,7 @@ from recsys_pipeline.tracking import MlflowResource
 from recsys_pipeline.tracking_tune import TunedRun, tune_and_track
 from recsys_pipeline.training.experiment import ExperimentData, ItemFeatures
 from recsys_pipeline.tuning import SearchSpace, TuneSettings, check_family
+from recsys_pipeline.tuning.study import settings_dict
 
 GROUP = "tune"
 KINDS = {"pytorch", "mlflow", "optuna"}
@@ -113,6 +118,16 @@ def tuning_metadata(tuned: TunedRun) -> dict[str, object]:
     }
 
 
+def _study_file(lake: LakeResource, family: str, train_sha256: str, settings: TuneSettings,
+                space: SearchSpace) -> Path:
+    """``<lake>/tuning/<family>/study-<hash>.db``, the hash over the training split and every
+    setting and bound: only the same tuning on the same data resumes a study."""
+    key = json.dumps([train_sha256, family, settings_dict(settings, space)], sort_keys=True,
+                     default=str)
+    return Path(lake.path("tuning", family,
+                          f"study-{hashlib.sha256(key.encode()).hexdigest()[:16]}.db"))
+
+
 @dg.asset(key_prefix=PREFIX, group_name=GROUP, io_manager_key=MODEL_IO,
           ins={**DATA_INS, **SIDE_INS}, kinds=KINDS)
 def tuned_model(context: dg.AssetExecutionContext, config: TunedModelConfig,
@@ -125,14 +140,16 @@ def tuned_model(context: dg.AssetExecutionContext, config: TunedModelConfig,
         inputs["train"], inputs["valid"], inputs["test"], inputs["user_map"].num_rows,
         inputs["item_map"].num_rows, _features(family, inputs))
     tags, hashes = run_tags(context, lake, family)
+    space = config.to_space()
+    settings = config.to_settings(device.device, release_rating_range(lake))
     tuned = tune_and_track(
         mlflow, context.log, name=context.asset_key.path[-1], data=data, family=family,
-        space=config.to_space(),
-        settings=config.to_settings(device.device, release_rating_range(lake)), tags=tags,
+        space=space, settings=settings, tags=tags,
         best_config_path=lake.path("tuning", family, "best_config.json"),
         params=split_params(inputs["split_report"]),
         id_maps={"user_map": inputs["user_map"], "item_map": inputs["item_map"]},
-        eval_config=evaluation.eval_config())
+        eval_config=evaluation.eval_config(),
+        study_file=_study_file(lake, family, hashes["train"], settings, space))
     context.add_output_metadata({**tuning_metadata(tuned), "train_sha256": hashes["train"]})
     return tuned.final.result.model
 

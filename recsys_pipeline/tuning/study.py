@@ -148,15 +148,20 @@ class TuneResult:
     states: dict[str, int]
 
 
-def make_study(settings: TuneSettings) -> optuna.Study:
-    """A minimising study with a seeded ``TPESampler`` and a ``MedianPruner``."""
+def make_study(settings: TuneSettings, storage: str | None = None,
+               name: str | None = None) -> optuna.Study:
+    """A minimising study with a seeded ``TPESampler`` and a ``MedianPruner``; in memory, or
+    in ``storage`` (an Optuna storage URL, e.g. ``sqlite:///study.db``) under ``name``,
+    loading the study there when it exists (resuming it)."""
     sampler = optuna.samplers.TPESampler(seed=settings.seed,
                                          n_startup_trials=settings.tpe_startup_trials)
     # steps are 1-based epochs and optuna prunes from step n_warmup_steps on: + 1 keeps the
     # first pruner_warmup_epochs epochs safe
     pruner = optuna.pruners.MedianPruner(n_startup_trials=settings.pruner_startup_trials,
                                          n_warmup_steps=settings.pruner_warmup_epochs + 1)
-    return optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner)
+    return optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner,
+                               storage=storage, study_name=name,
+                               load_if_exists=storage is not None)
 
 
 def _objective(data: ExperimentData, family: str, space: SearchSpace, settings: TuneSettings,
@@ -204,6 +209,8 @@ def tune(
     settings: TuneSettings | None = None,
     trial_scope: TrialScope = no_scope,
     enqueue: Sequence[dict[str, Any]] = (),
+    storage: str | None = None,
+    study_name: str | None = None,
 ) -> TuneResult:
     """Search ``family``'s hyperparameters on the validation split with Optuna.
 
@@ -215,6 +222,11 @@ def tune(
         settings: Trials, timeout, seeds and per-trial training (defaults: ``TuneSettings()``).
         trial_scope: Context-manager factory entered once per trial (see the module doc).
         enqueue: Param dicts to try first, in order (e.g. the current defaults).
+        storage: An Optuna storage URL holding the study (None: in memory). A study already
+            there is resumed: its completed and pruned trials count towards ``n_trials`` and
+            inform the sampler; a trial that failed or was cut short is tried again with new
+            params. The remaining trials can differ from an uninterrupted run's.
+        study_name: The study's name in ``storage``.
 
     Returns:
         The study, the best params and value, and the configs they build.
@@ -224,11 +236,18 @@ def tune(
     """
     check_family(family)
     space, settings = space or SearchSpace(), settings or TuneSettings()
-    study = make_study(settings)
-    for params in enqueue:
-        study.enqueue_trial(dict(params))
-    study.optimize(_objective(data, family, space, settings, trial_scope),
-                   n_trials=settings.n_trials, timeout=settings.timeout_s, catch=(ValueError,))
+    study = make_study(settings, storage, study_name)
+    done = sum(t.state.name in (COMPLETE, PRUNED) for t in study.trials)
+    if study.trials:
+        logger.info("resuming study %s: %d of %d trials finished", study_name, done,
+                    settings.n_trials)
+    else:
+        for params in enqueue:
+            study.enqueue_trial(dict(params))
+    if done < settings.n_trials:
+        study.optimize(_objective(data, family, space, settings, trial_scope),
+                       n_trials=settings.n_trials - done, timeout=settings.timeout_s,
+                       catch=(ValueError,))
     states = {name: sum(t.state.name == name for t in study.trials)
               for name in (COMPLETE, PRUNED, FAIL)}
     if states[COMPLETE] == 0:

@@ -196,3 +196,35 @@ def test_an_interrupted_trial_is_not_left_looking_running(tracker) -> None:
     assert trial.data.tags[TAG_STATE] == "FAIL" and outcome.state == "FAIL"
     assert trial.data.tags["tune.error"] == "interrupted: KeyboardInterrupt"
     assert trial.info.status == "FAILED"
+
+
+def test_a_tuning_cut_short_resumes_its_study(lake: Path, monkeypatch) -> None:
+    # the study lives in <lake>/tuning/<family>/study-<hash>.db while it runs: a tuning that
+    # died after trial 0 resumes, re-running neither trial 0 nor more than n_trials in all,
+    # and the file goes once the tuned model is trained
+    from recsys_pipeline.tuning import study as study_module
+
+    real_fit, calls = study_module.fit, []
+
+    def fit_then_die(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("killed during trial 1")
+        return real_fit(*args, **kwargs)
+
+    config = {**TINY, "n_trials": 3}
+    monkeypatch.setattr(study_module, "fit", fit_then_die)
+    assert not _materialize(lake, config).success
+    [left] = (lake / "tuning" / "mf").glob("study-*.db")
+    monkeypatch.setattr(study_module, "fit", real_fit)
+    result = _materialize(lake, config)
+    assert result.success
+    client, runs = _runs(lake)
+    parent = next(r for r in runs if r.data.tags.get("tune.role") == "parent"
+                  and r.data.tags.get("dagster.run_id") == result.run_id)
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+              and r.data.tags.get("tune.role") == "trial"]
+    # trial 0 is reused; trial 1 died, so two new trials (2 and 3) make three in all
+    assert sorted(int(r.data.tags["tune.trial"]) for r in trials) == [2, 3]
+    assert parent.data.metrics["n_trials_complete"] == 3.0
+    assert not left.exists()
