@@ -175,7 +175,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     from recsys_pipeline.serving.recommend import recommend
 
     served = _serving_model(args, by="embeddings" if args.by_embedding else "ranking")
-    known = args.user in set(served.maps.users.column("user_id").to_pylist())
+    known = served.maps.has_user(args.user)
     if args.by_embedding:
         from recsys_pipeline.serving.similar import recommend_by_embedding
 
@@ -236,7 +236,7 @@ def _cmd_check_user(args: argparse.Namespace) -> int:
 
     served = _serving_model(args, by="rmse")
     train = None  # only a user the model lacks needs their training rows (to fold them in)
-    if args.user not in set(served.maps.users.column("user_id").to_pylist()):
+    if not served.maps.has_user(args.user):
         train = lake_user_ratings(args.lake, np.asarray([args.user]), split="train")
     check = check_user(served.model, served.maps, load_movies(args.lake),
                        load_split(args.lake, args.split), args.user, args.p,

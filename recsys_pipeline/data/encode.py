@@ -112,6 +112,11 @@ class IdMaps:
         """Number of items (the item index space is ``0 .. n_items-1``)."""
         return self.items.num_rows
 
+    def has_user(self, user_id: int) -> bool:
+        """Whether original ``user_id`` is one of the map's users."""
+        known = self.users.column(schema.USER_ID).to_numpy()
+        return bool(find_positions(known, np.asarray([user_id], dtype=np.int64))[0] >= 0)
+
     def to_user_idx(self, user_ids: np.ndarray) -> np.ndarray:
         """``user_id`` values -> int32 ``user_idx``; ValueError naming any unknown id."""
         return _lookup(self.users.column(schema.USER_ID).to_numpy(), user_ids, schema.USER_ID)

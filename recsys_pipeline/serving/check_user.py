@@ -84,10 +84,11 @@ class UserCheck:
     skipped_items: int = 0
 
 
-def _known_rows(maps: IdMaps, table: pa.Table) -> np.ndarray:
-    """Mask of the rows whose user and movie the model's id maps both know.  # [n] bool"""
-    return known_pairs(table.column(S.USER_ID).to_numpy(), table.column(S.ITEM_ID).to_numpy(),
+def _known_rows(maps: IdMaps, table: pa.Table) -> pa.Table:
+    """The rows whose user and movie the model's id maps both know."""
+    mask = known_pairs(table.column(S.USER_ID).to_numpy(), table.column(S.ITEM_ID).to_numpy(),
                        maps)[0]
+    return table.filter(pa.array(mask))
 
 
 def _predict_rows(model: RatingModel, maps: IdMaps, table: pa.Table) -> tuple[RatingData,
@@ -116,10 +117,16 @@ def held_out_errors(model: RatingModel, maps: IdMaps, held_out: pa.Table) -> tup
         ValueError: No row the model knows, or the input checks of :func:`check_user`.
     """
     _check_inputs(model, maps, held_out)
-    known = held_out.filter(pa.array(_known_rows(maps, held_out)))
+    return _errors(model, maps, _known_rows(maps, held_out), held_out.num_rows)
+
+
+def _errors(model: RatingModel, maps: IdMaps, known: pa.Table, n_rows: int
+            ) -> tuple[float, float]:
+    """``(RMSE, MAE)`` over ``known``, the ``n_rows``-row held-out table's rows the model
+    knows."""
     if known.num_rows == 0:
-        raise ValueError(f"none of the {held_out.num_rows} held-out rows is of a user and "
-                         "movie the model was trained on")
+        raise ValueError(f"none of the {n_rows} held-out rows is of a user and movie the "
+                         "model was trained on")
     data, pred = _predict_rows(model, maps, known)
     return rmse(pred, data.ratings), mae(pred, data.ratings)
 
@@ -201,12 +208,13 @@ def check_user(
         raise ValueError(f"none of user_id {user_id}'s {skipped} held-out movies is one the "
                          "model was trained on")
     folded_in = 0
-    if pc.is_in(pa.array([user_id], S.ID_TYPE), value_set=maps.users.column(S.USER_ID))[0].as_py():
+    if maps.has_user(user_id):
         data, pred = _predict_rows(model, maps, mine)
     else:
         folded_in, data, pred = _fold_in_rows(model, maps, mine, user_id, train_table)
-    model_rmse, model_mae = overall or held_out_errors(model, maps, held_out_table)
-    n_known = int(_known_rows(maps, held_out_table).sum())
+    known = _known_rows(maps, held_out_table)
+    model_rmse, model_mae = overall or _errors(model, maps, known, held_out_table.num_rows)
+    n_known = known.num_rows
     ts = mine.column(S.TIMESTAMP).cast(pa.int64()).to_numpy()
     item_ids = mine.column(S.ITEM_ID).to_numpy()
     rows = _pick_rows(ts, item_ids, p, latest, seed)

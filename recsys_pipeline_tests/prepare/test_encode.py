@@ -71,6 +71,7 @@ def test_both_directions_round_trip() -> None:
     assert idx.tolist() == [2, 0, 1, 0] and idx.dtype == np.int32
     assert maps.to_user_ids(idx).tolist() == ids.tolist()
     assert maps.to_item_ids(maps.to_item_idx(np.array([700, 5]))).tolist() == [700, 5]
+    assert [maps.has_user(u) for u in (7, 42, 99, 8, 2**40)] == [True, True, True, False, False]
 
 
 @pytest.mark.parametrize(
