@@ -128,8 +128,8 @@ def check_unique_pairs(
     table: pa.Table,
     key: Sequence[str] = (S.USER_ID, S.ITEM_ID),
 ) -> list[Finding]:
-    """At most one row per ``key`` (by default one rating per user and item): one stable sort
-    of the key columns (two 32-bit ids packed into one int64), then equal neighbours."""
+    """At most one row per ``key`` (by default one rating per user and item): one sort of the
+    key columns (two 32-bit ids packed into one int64), then equal neighbours."""
     dup, n_pairs = _duplicated(table, key)
     if not dup.any():
         return []

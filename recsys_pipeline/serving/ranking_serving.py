@@ -289,6 +289,14 @@ def lake_positive_threshold(explicit_train: sp.spmatrix | None,
     return float(explicit_train.data.min())
 
 
+def _fold_in_lake_tables(prepared: Path) -> tuple[pa.Table, float]:
+    """A fold-in model's item columns (``strong_generalization_items``) and positive
+    threshold (read off the strong-generalization train matrix) in the lake's ``prepared``."""
+    columns = read_parquet(prepared / FOLD_IN_ITEMS_FILE)
+    explicit = prepared / STRONG_TRAIN_FILE
+    return columns, lake_positive_threshold(load_csr(explicit) if explicit.is_file() else None)
+
+
 def lake_served_history(lake: str | os.PathLike[str], model: FoldInModel) -> FoldInModel:
     """A copy of a freshly trained fold-in model whose stored rows are the rows ``recommend``
     serves from (:func:`fold_in_rows`): the model's own where it has one, else the user's
@@ -300,10 +308,8 @@ def lake_served_history(lake: str | os.PathLike[str], model: FoldInModel) -> Fol
     """
     prepared = Path(lake) / PREPARED
     users = read_parquet(prepared / "user_map.parquet")
-    columns = read_parquet(prepared / FOLD_IN_ITEMS_FILE)
     train = read_parquet(prepared / "splits" / "train.parquet")
-    explicit = prepared / STRONG_TRAIN_FILE
-    threshold = lake_positive_threshold(load_csr(explicit) if explicit.is_file() else None)
+    columns, threshold = _fold_in_lake_tables(prepared)
     rows = fold_in_rows(model, fold_in_item_maps(users, columns), train, threshold)
     served = copy.deepcopy(model)
     served.set_history(rows)
@@ -324,9 +330,7 @@ def load_lake_serving(lake: str | os.PathLike[str], folder: Path, maps: IdMaps,
     model = load_ranking_model(folder, map_location="cpu")
     prepared = Path(lake) / PREPARED
     if isinstance(model, FoldInModel):
-        columns = read_parquet(prepared / FOLD_IN_ITEMS_FILE)
-        explicit = prepared / STRONG_TRAIN_FILE
-        threshold = lake_positive_threshold(load_csr(explicit) if explicit.is_file() else None)
+        columns, threshold = _fold_in_lake_tables(prepared)
         return serving_for(model, maps, train, fold_in_columns=columns, threshold=threshold)
     if isinstance(model, SequenceModel):
         path = prepared / SESSIONS_ARRAYS
