@@ -106,10 +106,10 @@ def _register(tracker: MlflowResource, run_id: str, family: str, valid: float,
               source_dir: str = RUN_MODEL_DIR) -> tuple[str, GateDecision] | None:
     """Register ``runs:/<run>/<source_dir>`` (the original-id pyfunc where one was logged, so
     ``models:/recsys-<family>@champion`` loads with ``mlflow.pyfunc``; else the model folder)
-    as a version of ``recsys-<family>``; apply the
-    champion gate on the validation NDCG@10 (higher is better). On changed validation data
-    ``rescore`` (``tracking_rescore.rescorer``) compares both on the same rows; without one,
-    or when it fails, the resource's ``champion_when_incomparable`` decides."""
+    as a version of ``recsys-<family>``; apply the champion gate on the validation NDCG@10
+    (higher is better). On changed validation data ``rescore`` (``tracking_rescore.rescorer``)
+    compares both on the same rows; without one, or when it fails, the resource's
+    ``champion_when_incomparable`` decides."""
     if not tracker.register_models:
         return None
     client, name = tracker.client(), registered_name(family)
