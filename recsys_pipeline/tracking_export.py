@@ -23,9 +23,17 @@ to the run: ``runs:/<run>/model`` stays the registered one.
   which imports this package: serve it where recsys-pipeline is installed, e.g.
   ``mlflow models predict -m runs:/<run>/original_ids_model -i in.csv -t csv
   --env-manager local``.
-* Sequence models (GRU4Rec, SASRec, co-occurrence) are skipped (tag ``export.skipped``):
-  they score the next item of an item sequence and have no user index, so neither a
-  ``user_id, item_id`` pyfunc nor a pair graph describes them.
+* Sequence models (GRU4Rec, SASRec, co-occurrence) score the next item of an item sequence
+  and have no user index, so neither a ``user_id, item_id`` scorer nor a pair graph describes
+  them (no ONNX: tag ``export.onnx_skipped``). Their ``original_ids_model/`` is a next-item
+  pyfunc (:class:`NextItemsModel`, ``serving.next_items``): ``predict`` takes a DataFrame of
+  sessions, one row per item (``session_id`` or ``user_id``, ``item_id``, optional
+  ``timestamp``; rows in order within a session unless times are given) and returns each
+  session's top-k next items (``params={"k": 10}``) as rows ``<session column>, rank,
+  item_id, score``, the session's own items left out. The folder holds ``artifacts/model/``,
+  ``artifacts/items.parquet`` (original id of each token ``1..n_vocab``) and
+  ``artifacts/next_items.json`` (the input width). Without the token ids nothing is exported
+  (tag ``export.skipped``).
 
 ``onnx``, ``onnxscript`` and ``onnxruntime`` are needed only when ``log_onnx`` is on.
 """
@@ -56,6 +64,7 @@ from recsys_pipeline.data.encode import find_positions
 from recsys_pipeline.models.base import FAMILIES, load_saved, save_model
 from recsys_pipeline.models.ranking_base import RANKING_FAMILIES, FoldInModel, SequenceModel
 from recsys_pipeline.serving import onnx_export
+from recsys_pipeline.serving.next_items import next_items
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +79,17 @@ ATOL = onnx_export.ATOL
 ONNX_MAX_BYTES = 2**31 - 1  # protobuf's limit on one serialized ONNX model, weights inline
 SKIP_REASON = ("sequence model: scores the next item of a sequence, has no user index, so no "
                "user_id/item_id scorer or pair graph is exported")
-LOADER = ("from mlflow.models import set_model\n\n"
-          "from recsys_pipeline.tracking_export import OriginalIdsModel\n\n"
-          "set_model(OriginalIdsModel())\n")
+SEQUENCE_FILE = "next_items.json"
+SESSION_ID, TIMESTAMP, RANK, SCORE = "session_id", "timestamp", "rank", "score"
+DEFAULT_K = 10
+
+
+def _loader(cls: str) -> str:
+    """The "models from code" script that builds the pyfunc ``cls`` of this module."""
+    return ("from mlflow.models import set_model\n\n"
+            f"from recsys_pipeline.tracking_export import {cls}\n\n"
+            f"set_model({cls}())\n")
+
 
 
 @dataclass(frozen=True)
@@ -249,6 +266,21 @@ def _id_table(ids: np.ndarray, column: str) -> pa.Table:
     return pa.table({column: pa.array(np.asarray(ids, dtype=np.int64))})
 
 
+def _log_pyfunc(cls: str, root: Path, files: tuple[str, ...], signature: Any,
+                example: pd.DataFrame, params: dict[str, Any] | None = None) -> None:
+    """Save the pyfunc ``cls`` over the artifact ``files`` written in ``root`` and log it as
+    ``original_ids_model/`` of the active run."""
+    (root / "loader.py").write_text(_loader(cls))
+    folder = root / PYFUNC_DIR
+    with _no_progress_bars():  # save_model "downloads" each local artifact with a bar
+        mlflow.pyfunc.save_model(str(folder), python_model=str(root / "loader.py"),
+                                 artifacts={k: str(root / k) for k in files},
+                                 signature=signature, input_example=(example, params)
+                                 if params else example,
+                                 pip_requirements=_requirements("torch", "pyarrow", "pandas"))
+    mlflow.log_artifacts(str(folder), PYFUNC_DIR)
+
+
 def log_original_ids_model(model: nn.Module, user_ids: np.ndarray, item_ids: np.ndarray) -> None:
     """Log the original-id pyfunc under ``original_ids_model/`` (see the module doc).
 
@@ -265,44 +297,70 @@ def log_original_ids_model(model: nn.Module, user_ids: np.ndarray, item_ids: np.
                          f"model {model.n_users} x {model.n_items}")
     signature = ModelSignature(inputs=Schema([ColSpec("long", S.USER_ID),
                                               ColSpec("long", S.ITEM_ID)]),
-                               outputs=Schema([ColSpec("float", "score")]))
+                               outputs=Schema([ColSpec("float", SCORE)]))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         save_model(model, root / MODEL_DIR)  # type: ignore[arg-type]
         pq.write_table(_id_table(user_ids, S.USER_ID), root / USERS_FILE)
         pq.write_table(_id_table(item_ids, S.ITEM_ID), root / ITEMS_FILE)
-        (root / "loader.py").write_text(LOADER)
-        artifacts = {k: str(root / k) for k in (MODEL_DIR, USERS_FILE, ITEMS_FILE)}
-        folder = root / PYFUNC_DIR
-        with _no_progress_bars():  # save_model "downloads" each local artifact with a bar
-            mlflow.pyfunc.save_model(str(folder), python_model=str(root / "loader.py"),
-                                     artifacts=artifacts, signature=signature,
-                                     input_example=pd.DataFrame({
-                                         S.USER_ID: np.asarray(user_ids[:2], np.int64),
-                                         S.ITEM_ID: np.asarray(item_ids[:2], np.int64)}),
-                                     pip_requirements=_requirements("torch", "pyarrow",
-                                                                    "pandas"))
-        mlflow.log_artifacts(str(folder), PYFUNC_DIR)
+        _log_pyfunc("OriginalIdsModel", root, (MODEL_DIR, USERS_FILE, ITEMS_FILE), signature,
+                    pd.DataFrame({S.USER_ID: np.asarray(user_ids[:2], np.int64),
+                                  S.ITEM_ID: np.asarray(item_ids[:2], np.int64)}))
+
+
+def log_next_items_model(model: SequenceModel, item_ids: np.ndarray, width: int) -> None:
+    """Log a sequence model's next-item pyfunc under ``original_ids_model/`` (module doc).
+
+    Args:
+        model: A trained sequence model.
+        item_ids: Original ``movieId`` of each token ``1..n_vocab``.  # [n_vocab]
+        width: Items of input per session (the training sequences' width).
+    """
+    from mlflow.models import ModelSignature
+    from mlflow.types import ParamSchema, ParamSpec
+
+    if len(item_ids) != model.n_vocab:
+        raise ValueError(f"{len(item_ids)} token item ids for a model of {model.n_vocab} "
+                         "tokens")
+    if width < 1:
+        raise ValueError(f"width={width} must be >= 1")
+    # no input schema: MLflow's has one type per column, and sessions come keyed by
+    # session_id or user_id with integer or datetime times; predict checks its input itself
+    signature = ModelSignature(inputs=None,
+                               params=ParamSchema([ParamSpec("k", "long", DEFAULT_K)]))
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        save_model(model, root / MODEL_DIR)
+        pq.write_table(_id_table(item_ids, S.ITEM_ID), root / ITEMS_FILE)
+        (root / SEQUENCE_FILE).write_text(json.dumps({"width": int(width)}))
+        example = pd.DataFrame({SESSION_ID: np.zeros(min(3, len(item_ids)), np.int64),
+                                S.ITEM_ID: np.asarray(item_ids[:3], np.int64)})
+        _log_pyfunc("NextItemsModel", root, (MODEL_DIR, ITEMS_FILE, SEQUENCE_FILE),
+                    signature, example, {"k": DEFAULT_K})
 
 
 def log_exports(model: nn.Module, user_ids: np.ndarray | None, item_ids: np.ndarray | None,
                 onnx: bool = True, log: Any = None,
-                pyfunc_model: nn.Module | None = None) -> ExportReport:
+                pyfunc_model: nn.Module | None = None,
+                sequence_width: int | None = None) -> ExportReport:
     """Log the ONNX export (when ``onnx``) and the original-id pyfunc in the active run.
 
-    Sequence models are skipped (tag ``export.skipped``), as is the pyfunc when no id maps
-    are given. ``pyfunc_model`` (default ``model``) is what the pyfunc scores with, e.g. a
-    fold-in model holding the rows ``recommend`` serves from. Timings go to the metrics
+    A sequence model gets no ONNX export (tag ``export.onnx_skipped``) and its next-item
+    pyfunc when ``item_ids`` (one per token) and ``sequence_width`` are given, else nothing
+    (tag ``export.skipped``). Other models get no pyfunc when no id maps are given.
+    ``pyfunc_model`` (default ``model``) is what the pyfunc scores with, e.g. a fold-in model
+    holding the rows ``recommend`` serves from. Timings go to the metrics
     ``export_onnx_seconds`` / ``export_pyfunc_seconds``.
     """
-    if isinstance(model, SequenceModel):
+    sequence = isinstance(model, SequenceModel)
+    if sequence and (item_ids is None or sequence_width is None):
         mlflow.set_tags({"export.skipped": SKIP_REASON})
         return ExportReport(None, 0.0, 0.0, SKIP_REASON)
     skipped = None
     if onnx:
         missing = _missing_onnx_packages()
-        skipped = (f"not installed: {', '.join(missing)}" if missing
-                   else onnx_size_problem(model))
+        skipped = (SKIP_REASON if sequence else f"not installed: {', '.join(missing)}"
+                   if missing else onnx_size_problem(model))
     if skipped:
         mlflow.set_tags({"export.onnx_skipped": skipped})
         if log is not None:
@@ -310,7 +368,9 @@ def log_exports(model: nn.Module, user_ids: np.ndarray | None, item_ids: np.ndar
     start = time.perf_counter()
     diff = log_onnx(model) if onnx and not skipped else None
     mid = time.perf_counter()
-    if user_ids is not None and item_ids is not None:
+    if sequence:
+        log_next_items_model(model, item_ids, int(sequence_width))  # type: ignore[arg-type]
+    elif user_ids is not None and item_ids is not None:
         log_original_ids_model(model if pyfunc_model is None else pyfunc_model, user_ids,
                                item_ids)
     end = time.perf_counter()
@@ -319,7 +379,8 @@ def log_exports(model: nn.Module, user_ids: np.ndarray | None, item_ids: np.ndar
                         "export_pyfunc_seconds": report.pyfunc_seconds})
     if log is not None:
         shown = "off" if diff is None else f"max |diff| {diff:.2g}"
-        log.info(f"export: ONNX {shown} ({report.onnx_seconds:.1f} s), original-id pyfunc "
+        kind = "next-item" if sequence else "original-id"
+        log.info(f"export: ONNX {shown} ({report.onnx_seconds:.1f} s), {kind} pyfunc "
                  f"({report.pyfunc_seconds:.1f} s)")
     return report
 
@@ -377,3 +438,54 @@ class OriginalIdsModel(mlflow.pyfunc.PythonModel):
                 out[known] = self.model.score(torch.from_numpy(users[known]),
                                               torch.from_numpy(items[known])).float().numpy()
         return out
+
+
+class NextItemsModel(mlflow.pyfunc.PythonModel):
+    """pyfunc: sessions in original ids → each session's top-k next items (module doc)."""
+
+    def load_context(self, context: Any) -> None:
+        """Load the model folder (``weights_only`` torch.load), token ids and width."""
+        self.model = load_saved(context.artifacts[MODEL_DIR], "cpu", RANKING_FAMILIES,
+                                SequenceModel)
+        self.item_ids = pq.read_table(context.artifacts[ITEMS_FILE]).column(
+            S.ITEM_ID).to_numpy()
+        self.width = int(json.loads(Path(context.artifacts[SEQUENCE_FILE]).read_text())[
+            "width"])
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None
+                ) -> pd.DataFrame:
+        """Rows ``<session column>, rank, item_id, score`` (sessions ascending, best first).
+
+        ``model_input`` holds one row per item: ``session_id`` (or ``user_id``), ``item_id``
+        and optionally ``timestamp``; ``params["k"]`` is the list length (default 10).
+        """
+        key = next((c for c in (SESSION_ID, S.USER_ID) if c in model_input.columns), None)
+        if key is None or S.ITEM_ID not in model_input.columns:
+            raise ValueError(f"input needs columns {SESSION_ID} (or {S.USER_ID}) and "
+                             f"{S.ITEM_ID}; has {list(model_input.columns)}")
+        k = int((params or {}).get("k", DEFAULT_K))
+        if model_input[key].isna().any():
+            raise ValueError(f"input column {key!r} has missing values")
+        codes, labels = pd.factorize(model_input[key], sort=True)
+        times = (_integer_column(model_input, TIMESTAMP)
+                 if TIMESTAMP in model_input.columns else None)
+        lists = next_items(self.model, self.item_ids, self.width, codes, len(labels),
+                           _integer_column(model_input, S.ITEM_ID), k, times)
+        return pd.DataFrame({key: np.asarray(labels)[lists.session], RANK: lists.rank,
+                             S.ITEM_ID: lists.item_id, SCORE: lists.score})
+
+
+def _integer_column(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """``frame[column]`` as int64: integers, whole floats, or datetimes (their epoch count);
+    anything else (missing values, fractions, text) is an error naming the column."""
+    values = frame[column]
+    if not values.isna().any():
+        if pd.api.types.is_datetime64_any_dtype(values):
+            return values.astype("int64").to_numpy()
+        if values.dtype.kind in "iu":
+            return values.to_numpy(np.int64)
+        if values.dtype.kind == "f" and bool((values == values.round()).all()) and bool(
+                np.isfinite(values.to_numpy(np.float64)).all()):
+            return values.to_numpy(np.int64)
+    raise ValueError(f"input column {column!r} must hold integers (or datetimes for "
+                     f"{TIMESTAMP!r}) without missing values; got dtype {values.dtype}")

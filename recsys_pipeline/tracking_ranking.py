@@ -3,8 +3,9 @@ two-tower): one MLflow run per model, the champion rule on NDCG@10 (higher is be
 
 A run holds params (``model.*``, ``train.*``, ``data.*``, ``system.*``), per-epoch metrics
 (``step`` = epoch), final ``best_valid_*`` / ``test_*`` (and ``peruser_test_*``) metrics, and
-the model as ``model/{config.json,state_dict.pt}`` artifacts (no pickle), registered as a
-version of ``recsys-<family>``; a sequence model's run also holds the original item id of
+the model as ``model/{config.json,state_dict.pt}`` artifacts (no pickle) and its pyfunc
+(``original_ids_model/``, ``tracking_export``), which is registered as a version of
+``recsys-<family>``; a sequence model's run also holds the original item id of
 each token (``token_items/item_ids.parquet``), and sequence and two-tower runs hold
 ``data.split.method``, so a later challenger can re-score them (``tracking_rescore``).
 Ranking runs carry the tag ``ranking.protocol`` and the data hash tags
@@ -157,6 +158,7 @@ def train_and_track_ranking(
             save_model(outcome.model, tmp)  # type: ignore[arg-type]
             mlflow.log_artifacts(tmp, RUN_MODEL_DIR)
         user_ids, item_ids = lake_ids(tracker.lake.path(), outcome.model)
+        width = None
         served = None  # fold-in: the pyfunc scores from the rows recommend serves from
         if isinstance(outcome.model, FoldInModel) and user_ids is not None:
             try:
@@ -164,18 +166,19 @@ def train_and_track_ranking(
             except FileNotFoundError as exc:  # a lake without splits: the stored rows only
                 mlflow.set_tag("export.pyfunc_rows", f"the model's stored rows only ({exc})")
                 log.info(f"export: fold-in pyfunc without the held-out users' rows: {exc}")
-        log_exports(outcome.model, user_ids, item_ids, onnx=tracker.log_onnx, log=log,
-                    pyfunc_model=served)
-        if isinstance(validation, NextItemValidation):
+        if isinstance(validation, NextItemValidation):  # the pyfunc's ids: one per token
+            item_ids, width = validation.item_ids, validation.tokens.shape[1]
             log_token_items(validation.item_ids)
+        log_exports(outcome.model, user_ids, item_ids, onnx=tracker.log_onnx, log=log,
+                    pyfunc_model=served, sequence_width=width)
         rescore = rescorer(outcome.model, validation, user_ids, item_ids,
                             tracker.resolved_tracking_uri())
+        pyfunc = item_ids is not None and (user_ids is not None or width is not None)
         valid = outcome.valid.get(SELECTION_METRIC, float("nan"))
         registered = _register(tracker, run.info.run_id, family, valid,
                                tags.get(TAG_RANKING_VALID_SHA, ""), rescore,
                                split_signature(params),
-                               RUN_MODEL_DIR if user_ids is None or item_ids is None
-                               else PYFUNC_DIR)
+                               PYFUNC_DIR if pyfunc else RUN_MODEL_DIR)
         if registered is None:
             mlflow.set_tags({"champion": "false", "champion_reason": "not registered"})
             return TrackedRanking(outcome, run.info.run_id, None, False, "not registered")

@@ -148,6 +148,45 @@ def test_sequence_model_run_is_tagged_skipped(tracker) -> None:
     assert not tracker.client().list_artifacts(run_id)
 
 
+def _cycle_model() -> CooccurrenceModel:
+    """Co-occurrence of the cycle of tokens 1 → 2 → … → 6 → 1."""
+    return CooccurrenceModel.fit(np.array([[(s + j) % 6 + 1 for j in range(8)]
+                                           for s in range(6)]), 6)
+
+
+def test_sequence_pyfunc_lists_next_items_in_original_ids(tracker) -> None:
+    ids = np.array([101, 205, 307, 409, 511, 613])  # token t is ids[t - 1]
+    with tracker.start_run("export-test", {}) as run:
+        log_exports(_cycle_model(), None, ids, onnx=True, sequence_width=3)
+    client = tracker.client()
+    tags = client.get_run(run.info.run_id).data.tags
+    assert tags["export.onnx_skipped"] == SKIP_REASON and "export.skipped" not in tags
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {PYFUNC_DIR}
+    frame = pd.DataFrame({"session_id": [7, 7, 3, 9],
+                          "item_id": [101, 205, 511, 999],  # 999: unknown, session 9 empty
+                          "timestamp": [1, 2, 5, 1]})
+    with tracker.activated():
+        loaded = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/{PYFUNC_DIR}")
+        got = loaded.predict(frame, params={"k": 2})
+        # users' histories work too; without times, rows are in order (last item 101 → 205)
+        by_user = loaded.predict(pd.DataFrame({"user_id": [4, 4], "item_id": [307, 101]}))
+        # times as the lake stores them (datetimes) order a session as integers do
+        dated = loaded.predict(frame.assign(timestamp=pd.to_datetime(frame.timestamp,
+                                                                     unit="s", utc=True)),
+                               params={"k": 2})
+        with pytest.raises(Exception, match="item_id"):
+            loaded.predict(pd.DataFrame({"session_id": [1]}))
+        with pytest.raises(Exception, match="'item_id' must hold integers"):
+            loaded.predict(pd.DataFrame({"session_id": [1], "item_id": [101.5]}))
+    assert list(got.columns) == ["session_id", "rank", "item_id", "score"]
+    assert got["session_id"].tolist() == [3, 3, 7, 7] and got["rank"].tolist() == [1, 2, 1, 2]
+    assert got["item_id"].tolist()[0] == 613 and got["item_id"].tolist()[2] == 307
+    assert not set(got[got.session_id == 7].item_id) & {101, 205}
+    pd.testing.assert_frame_equal(dated, got)
+    assert list(by_user.columns[:1]) == ["user_id"] and by_user["item_id"].iloc[0] == 205
+    assert len(by_user) == 4  # default k = 10, fewer left: six items less the two rated
+
+
 def test_lake_ids_use_matrix_columns_for_fold_in_models(world_lake: Path,
                                                         ranking_models: dict) -> None:
     from recsys_pipeline.data.lake import write_parquet
