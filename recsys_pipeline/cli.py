@@ -311,6 +311,51 @@ def _cmd_new_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def _movie_ids(text: str) -> list[int]:
+    """``--after``'s comma-separated movieIds, oldest first."""
+    ids = [part.strip() for part in text.split(",") if part.strip()]
+    bad = [part for part in ids if not part.lstrip("-").isdigit()]
+    if not ids or bad:
+        raise argparse.ArgumentTypeError(f"expected comma-separated movieIds, oldest first "
+                                         f"(e.g. 1,260,1196); not a movieId: {bad or text!r}")
+    return [int(part) for part in ids]
+
+
+def _cmd_next(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pyarrow as pa
+
+    from recsys_pipeline.serving.lake_models import (
+        CHOSEN_BY,
+        load_movies,
+        resolve_session_model,
+    )
+    from recsys_pipeline.serving.next_items import next_items
+    from recsys_pipeline.serving.tables import movie_details
+
+    if args.k < 1:
+        raise ValueError(f"-k {args.k}: the list needs at least one movie")
+    served = resolve_session_model(args.lake, args.model, args.tracking_uri)
+    why = "" if args.model else f" ({CHOSEN_BY['next']})"
+    print(f"model: {served.name} ({served.model.family}) from {served.source}{why}")
+    after = np.asarray(args.after, np.int64)
+    lists = next_items(served.model, served.item_ids, served.width,
+                       np.zeros(len(after), np.int64), 1, after, args.k)
+    unknown = sorted(set(args.after) - set(served.item_ids.tolist()))
+    if unknown:
+        print(f"left out, not in {served.name}'s vocabulary: {', '.join(map(str, unknown))}")
+    if len(lists.empty_sessions):
+        raise ValueError(f"none of the movies {args.after} is in {served.name}'s vocabulary "
+                         f"of {len(served.item_ids)} movies: nothing to go on")
+    used = [i for i in args.after if i not in unknown][-served.width:]
+    print(f"top {len(lists.item_id)} movies to watch after {', '.join(map(str, used))} "
+          f"(the last {served.width} known movies count; those given are left out):")
+    details = movie_details(lists.item_id, load_movies(args.lake))
+    _print_table(pa.table({"rank": lists.rank, "item_id": lists.item_id,
+                           "title": details.column("title"), "score": lists.score}))
+    return 0
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="NAME",
                    help="a model folder of the lake, e.g. mf or mf_model (default: the MLflow "
@@ -361,6 +406,22 @@ def _add_serving_parsers(sub: argparse._SubParsersAction) -> None:
                         "(default 10; 0 lists every movie)")
     _add_model_args(s)
     s.set_defaults(func=_cmd_similar)
+
+    x = sub.add_parser("next", help="the movies to watch next after a sequence of movies",
+                       description="A next-item model's top-k movies to watch after the given "
+                                   "movies (a session: oldest first), the given ones left out. "
+                                   "Movies the model never saw are left out of the input.")
+    x.add_argument("--after", type=_movie_ids, required=True, metavar="IDS",
+                   help="comma-separated movieIds, oldest first, e.g. 1,260,1196")
+    x.add_argument("-k", type=int, default=10, help="list length (default 10)")
+    x.add_argument("--model", metavar="NAME",
+                   help="a next-item model folder of the lake: gru4rec, sasrec or "
+                        "cooccurrence (default: the MLflow next-item champion with the best "
+                        "validation NDCG@10)")
+    x.add_argument("--tracking-uri", metavar="URI",
+                   help="MLflow store (default: $MLFLOW_TRACKING_URI, else "
+                        "sqlite:///<lake>/mlflow/mlflow.db)")
+    x.set_defaults(func=_cmd_next)
 
     n = sub.add_parser("new-user", help="recommend for a new user from a ratings CSV",
                        description="Fold a new user's ratings (CSV with movieId,rating or "

@@ -64,7 +64,7 @@ from recsys_pipeline.data.encode import find_positions
 from recsys_pipeline.models.base import FAMILIES, load_saved, save_model
 from recsys_pipeline.models.ranking_base import RANKING_FAMILIES, FoldInModel, SequenceModel
 from recsys_pipeline.serving import onnx_export
-from recsys_pipeline.serving.next_items import next_items
+from recsys_pipeline.serving.next_items import WIDTH_FILE, next_items
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,6 @@ ATOL = onnx_export.ATOL
 ONNX_MAX_BYTES = 2**31 - 1  # protobuf's limit on one serialized ONNX model, weights inline
 SKIP_REASON = ("sequence model: scores the next item of a sequence, has no user index, so no "
                "user_id/item_id scorer or pair graph is exported")
-SEQUENCE_FILE = "next_items.json"
 SESSION_ID, TIMESTAMP, RANK, SCORE = "session_id", "timestamp", "rank", "score"
 DEFAULT_K = 10
 
@@ -332,10 +331,10 @@ def log_next_items_model(model: SequenceModel, item_ids: np.ndarray, width: int)
         root = Path(tmp)
         save_model(model, root / MODEL_DIR)
         pq.write_table(_id_table(item_ids, S.ITEM_ID), root / ITEMS_FILE)
-        (root / SEQUENCE_FILE).write_text(json.dumps({"width": int(width)}))
+        (root / WIDTH_FILE).write_text(json.dumps({"width": int(width)}))
         example = pd.DataFrame({SESSION_ID: np.zeros(min(3, len(item_ids)), np.int64),
                                 S.ITEM_ID: np.asarray(item_ids[:3], np.int64)})
-        _log_pyfunc("NextItemsModel", root, (MODEL_DIR, ITEMS_FILE, SEQUENCE_FILE),
+        _log_pyfunc("NextItemsModel", root, (MODEL_DIR, ITEMS_FILE, WIDTH_FILE),
                     signature, example, {"k": DEFAULT_K})
 
 
@@ -449,7 +448,7 @@ class NextItemsModel(mlflow.pyfunc.PythonModel):
                                 SequenceModel)
         self.item_ids = pq.read_table(context.artifacts[ITEMS_FILE]).column(
             S.ITEM_ID).to_numpy()
-        self.width = int(json.loads(Path(context.artifacts[SEQUENCE_FILE]).read_text())[
+        self.width = int(json.loads(Path(context.artifacts[WIDTH_FILE]).read_text())[
             "width"])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None

@@ -460,3 +460,58 @@ def test_a_lake_model_is_not_served_on_data_it_was_not_trained_on(lake, tmp_path
     pq.write_table(shifted, copy / "prepared" / "user_map.parquet")
     code, _, err = _run(copy, capsys, "similar", "--item", "1", "--model", "mf")
     assert code == 2 and "models/mf_model was trained on other prepared data" in err
+
+
+def test_next_lists_the_champions_next_movies_after_a_session(lake, capsys):
+    from mlflow.tracking import MlflowClient
+
+    from recsys_pipeline.serving.next_items import next_items
+
+    uri = lm.default_tracking_uri(lake)
+    client = MlflowClient(uri, uri)
+    scores = {}
+    for family in ("gru4rec", "sasrec", "cooccurrence"):
+        version = client.get_model_version(f"recsys-{family}", client.get_registered_model(
+            f"recsys-{family}").aliases["champion"])
+        scores[f"{family}_model"] = client.get_run(version.run_id).data.metrics[
+            "best_valid_ndcg_at_10"]
+    best = max(scores, key=scores.get)
+    session = lm.resolve_session_model(lake)
+    assert session.name == best and session.source.startswith("mlflow run")
+    lake_model = lm.resolve_session_model(lake, best.removesuffix("_model"))
+    for key, value in lake_model.model.state_dict().items():  # the champion is the lake's
+        torch.testing.assert_close(session.model.state_dict()[key], value, rtol=0, atol=0)
+    np.testing.assert_array_equal(session.item_ids, lake_model.item_ids)
+    after = [int(i) for i in session.item_ids[:3]]
+    code, out, err = _run(lake, capsys, "next", "--after", ",".join(map(str, after + [9999])),
+                          "-k", "4")
+    assert code == 0, err
+    assert f"model: {best}" in out and "left out, not in" in out and "9999" in out
+    listed = _column(out, 1)
+    want = next_items(session.model, session.item_ids, session.width, np.zeros(3, np.int64),
+                      1, np.asarray(after), 4)
+    assert listed == want.item_id.tolist() and len(listed) == 4
+    assert not set(listed) & set(after)
+    # a lake folder by name, and the lake's titles beside the ids
+    code, out, err = _run(lake, capsys, "next", "--after", str(after[0]), "--model", "sasrec",
+                          "-k", "2")
+    assert code == 0, err
+    assert "from " + str(lake / "models" / "sasrec_model") in out and len(_column(out, 1)) == 2
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (("next", "--after", "1", "--model", "mf"), "not a next-item model"),
+    (("next", "--after", "9999,8888", "--model", "sasrec"), "nothing to go on"),
+    (("next", "--after", "1", "-k", "0", "--model", "sasrec"), "-k 0"),
+])
+def test_next_errors_are_one_line_exit_2(lake, capsys, args, needle):
+    code, out, err = _run(lake, capsys, *args)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("recsys-pipeline")]
+    assert len(lines) == 1 and needle in lines[0]
+
+
+def test_next_refuses_what_is_not_a_movie_id(lake, capsys):
+    with pytest.raises(SystemExit):
+        _run(lake, capsys, "next", "--after", "1,x")
+    assert "not a movieId: ['x']" in capsys.readouterr().err

@@ -53,9 +53,14 @@ from recsys_pipeline.data.raw_watch import ingested_release_name
 from recsys_pipeline.evaluation.rescore import known_pairs
 from recsys_pipeline.evaluation.topk import ItemSets
 from recsys_pipeline.models.base import CONFIG_FILE, RatingModel, load_model
-from recsys_pipeline.models.ranking_base import RANKING_FAMILIES, load_ranking_model
+from recsys_pipeline.models.ranking_base import (
+    RANKING_FAMILIES,
+    SequenceModel,
+    load_ranking_model,
+)
 from recsys_pipeline.serving.fold_in import FoldedUser, FoldInConfig, fold_in
-from recsys_pipeline.serving.ranking_serving import load_lake_serving
+from recsys_pipeline.serving.next_items import WIDTH_FILE
+from recsys_pipeline.serving.ranking_serving import SequenceServing, load_lake_serving
 from recsys_pipeline.serving.recommend import batch_top_k, seen_items, top_k_table
 from recsys_pipeline.serving.similar import EMBEDDING_FAMILIES
 from recsys_pipeline.serving.tables import USER_TOP_K_SCHEMA
@@ -75,12 +80,15 @@ SELECTION_METRIC = "best_valid_rmse"
 RANKING_SELECTION_METRIC = "best_valid_ndcg_at_10"
 PROTOCOL_TAG = "ranking.protocol"  # tracking_ranking: the ranking model's protocol
 PER_USER_PROTOCOL = "per_user_topk"  # the ranking protocol of the rating models' split
-SELECTIONS = ("ranking", "rmse", "embeddings")
+NEXT_ITEM_PROTOCOL = "next_item"  # tracking_ranking: the sequence models' protocol
+SELECTIONS = ("ranking", "rmse", "embeddings", "next")
 # why the default model is the one it is, per selection (the CLI and the serve asset say it)
 CHOSEN_BY = {"ranking": "the champion with the best validation NDCG@10 on the per-user split",
              "rmse": "the champion with the best validation RMSE",
              "embeddings": "of the champions with item embeddings, the one with the best "
-                           "validation NDCG@10 on the per-user split"}
+                           "validation NDCG@10 on the per-user split",
+             "next": "the next-item champion with the best validation NDCG@10 on the session "
+                     "sequences"}
 ASSET_TAG = "dagster.asset_key"  # tracking.TAG_ASSET, e.g. "models/mf_model"
 RELEASE_TAG = "data.release"  # champion.TAG_RELEASE: the release a run trained on
 FAMILY_TAG = "model.family"  # mlflow_resource.TAG_FAMILY
@@ -295,6 +303,7 @@ class Champion:
     ndcg: float
     release: str = ""
     family: str = ""  # the run's model.family tag (a tuned_model is mf, mlp, ...)
+    next_ndcg: float = math.nan  # validation NDCG@10 of a next-item (sequence) model
 
 
 def _best_champion(lake: str | os.PathLike[str], tracking_uri: str | None, by: str = "ranking"
@@ -327,6 +336,9 @@ def _best_champion(lake: str | os.PathLike[str], tracking_uri: str | None, by: s
                  if (c.family or c.folder.removesuffix(MODEL_SUFFIX)) in EMBEDDING_FAMILIES]
     if by == "rmse":
         ranked = sorted((c.rmse, c.folder, c.run_id) for c in found if math.isfinite(c.rmse))
+    elif by == "next":
+        ranked = sorted((-c.next_ndcg, c.folder, c.run_id) for c in found
+                        if math.isfinite(c.next_ndcg))
     else:
         ranked = sorted((-c.ndcg, c.folder, c.run_id) for c in found if math.isfinite(c.ndcg))
     return None if not ranked else (ranked[0][1], ranked[0][2])
@@ -350,7 +362,9 @@ def _champions(uri: str) -> list[Champion]:
             model_folder_name(run.data.tags.get(ASSET_TAG, run.info.run_name or "")),
             run.info.run_id, metrics.get(SELECTION_METRIC, math.nan),
             metrics.get(RANKING_SELECTION_METRIC, math.nan) if per_user else math.nan,
-            run.data.tags.get(RELEASE_TAG, ""), run.data.tags.get(FAMILY_TAG, "")))
+            run.data.tags.get(RELEASE_TAG, ""), run.data.tags.get(FAMILY_TAG, ""),
+            metrics.get(RANKING_SELECTION_METRIC, math.nan)
+            if protocol == NEXT_ITEM_PROTOCOL else math.nan))
     return out
 
 
@@ -488,6 +502,71 @@ def resolve_model(lake: str | os.PathLike[str], name: str | None = None,
         source = str(Path(lake) / MODELS_DIR / folder)
     logger.info("serving %s from %s", folder, source)
     return ServingModel(folder, model, maps, source)
+
+
+@dataclass(frozen=True)
+class SessionModel:
+    """A next-item (sequence) model ready for ``serving.next_items``.
+
+    Attributes:
+        name: Lake folder name, e.g. ``sasrec_model``.
+        model: The trained sequence model (CPU, eval mode).
+        item_ids: Original item id of each token ``1..n_vocab``.  # [n_vocab]
+        width: Items of input per session (the session width it trained with).
+        source: The lake folder, or ``mlflow run <id>``.
+    """
+
+    name: str
+    model: SequenceModel
+    item_ids: np.ndarray
+    width: int
+    source: str
+
+
+def resolve_session_model(lake: str | os.PathLike[str], name: str | None = None,
+                          tracking_uri: str | None = None) -> SessionModel:
+    """The sequence model to serve sessions with: the lake folder ``name``, else the
+    next-item champion with the best validation NDCG@10 (from its run's next-item pyfunc
+    artifacts, ``tracking_export.log_next_items_model``).
+
+    Raises:
+        ValueError: ``name`` is not a sequence model, no next-item champion, or a champion
+            run without the pyfunc artifacts (logged before they existed).
+        FileNotFoundError: A missing model folder or lake file.
+    """
+    if name:
+        served, maps = load_lake_served(lake, name)
+        if not isinstance(served, SequenceServing):
+            raise ValueError(f"{model_folder_name(name)} is not a next-item model; name one "
+                             f"of gru4rec, sasrec, cooccurrence")
+        return SessionModel(model_folder_name(name), served.model,
+                            maps.items.column(S.ITEM_ID).to_numpy(),
+                            int(served.tokens.shape[1]),
+                            str(Path(lake) / MODELS_DIR / model_folder_name(name)))
+    champion = _best_champion(lake, tracking_uri, "next")
+    if champion is None:
+        raise ValueError("no next-item champion in MLflow: materialize models/sasrec_model "
+                         "(or gru4rec, cooccurrence), or name a lake model with --model")
+    folder, run_id = champion
+    import mlflow.artifacts
+
+    uri = tracking_uri or default_tracking_uri(lake)
+    with tempfile.TemporaryDirectory() as tmp, env_defaults(QUIET_DOWNLOADS_ENV):
+        try:
+            root = Path(mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=RUN_PYFUNC_ARTIFACTS, dst_path=tmp,
+                tracking_uri=uri))
+            width = int(json.loads((root / WIDTH_FILE).read_text())["width"])
+        except Exception as exc:  # MLflow raises its own and OSError types for a missing path
+            raise ValueError(f"MLflow run {run_id} ({folder}) has no next-item pyfunc "
+                             f"({RUN_PYFUNC_ARTIFACTS}/{WIDTH_FILE}); it was logged "
+                             f"before they existed: retrain it, or name a lake model with "
+                             f"--model ({exc})") from exc
+        model = load_ranking_model(root / "model", map_location="cpu")
+        items = pq.read_table(root / "items.parquet").column(S.ITEM_ID).to_numpy()
+    if not isinstance(model, SequenceModel) or len(items) != model.n_vocab:
+        raise ValueError(f"MLflow run {run_id}: not a next-item model with one id per token")
+    return SessionModel(folder, model.eval(), items, width, f"mlflow run {run_id}")
 
 
 def lake_top_k(lake: str | os.PathLike[str], name: str | None, k: int,

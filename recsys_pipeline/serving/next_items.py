@@ -28,6 +28,8 @@ from recsys_pipeline.models.ranking_base import SequenceModel, module_device
 from recsys_pipeline.models.two_tower import recent_items
 
 NEG_INF = float("-inf")
+# beside a logged next-item model: {"width": items of input per session}
+WIDTH_FILE = "next_items.json"
 
 
 @dataclass(frozen=True)

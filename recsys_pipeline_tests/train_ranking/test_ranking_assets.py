@@ -327,7 +327,6 @@ def test_fold_in_pyfunc_scores_every_user_as_recommend_does(materialized) -> Non
 def test_sequence_pyfunc_lists_equal_the_served_models(materialized) -> None:
     # the registered next-item pyfunc, given each user's train-split rows as a session,
     # returns what the served model ranks for that user, rated items left out
-
     from recsys_pipeline.serving import lake_models as lm
 
     lake, _, mlflow_resource = materialized
