@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from recsys_pipeline import schema as S
 from recsys_pipeline.data.encode import IdMaps
@@ -44,9 +45,32 @@ def item_vectors(model: RatingModel) -> np.ndarray:
 
 
 def primary_genres(item_ids: np.ndarray, movies: pa.Table) -> list[str]:
-    """The first listed genre of each movie, ``NO_GENRE`` where it has none."""
-    genres = movie_details(item_ids, movies).column(S.GENRES).to_pylist()
-    return [g[0] if g else NO_GENRE for g in genres]
+    """The most specific genre of each movie: of its genres, the one the fewest movies of
+    the catalogue carry (ties: alphabetical), ``NO_GENRE`` where it has none. Toy Story's
+    "Adventure|Animation|Children|Comedy|Fantasy" gives Animation, not the first listed
+    (MovieLens lists genres alphabetically, so the first would colour most movies by
+    Action, Adventure or Comedy)."""
+    catalogue = pc.list_flatten(movies.column(S.GENRES))
+    counts = catalogue.value_counts()  # struct of (values, counts)
+    names = counts.field("values").to_numpy(zero_copy_only=False).astype(object)
+    carried = counts.field("counts").to_numpy()
+    genres = movie_details(item_ids, movies).column(S.GENRES).combine_chunks()
+    flat = pc.list_flatten(genres).to_numpy(zero_copy_only=False).astype(object)
+    parent = pc.list_parent_indices(genres).to_numpy()
+    out = np.full(len(genres), NO_GENRE, dtype=object)
+    if len(flat):
+        count = carried[_index_of(names, flat)]
+        # per movie, fewest carriers first, then the name: the first row of each movie wins
+        order = np.lexsort((flat.astype(str), count, parent))
+        first = np.r_[True, parent[order][1:] != parent[order][:-1]]
+        out[parent[order][first]] = flat[order][first]
+    return out.tolist()
+
+
+def _index_of(names: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Position of each of ``values`` in ``names`` (every value is one of them)."""
+    order = np.argsort(names.astype(str))
+    return order[np.searchsorted(names.astype(str)[order], values.astype(str))]
 
 
 def _check(vectors: np.ndarray, maps: IdMaps) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,15 @@ def test_projection_columns_and_tsne_subset(world: World) -> None:
     assert pca_var == pytest.approx(np.linalg.eigvalsh(np.cov(centred.T, bias=True))[-1],
                                     rel=1e-3)
     genres = table.column("primary_genre").to_pylist()
-    assert genres[0] == "(no genre)" and genres[1] == "Comedy"  # item 0 has none, 1 Comedy|...
+    # the most specific genre: of a movie's genres the one the fewest movies carry
+    listed = world.movies.column("genres").to_pylist()
+    carriers = Counter(g for gs in listed for g in gs)
+    by_id = dict(zip(world.movies.column("item_id").to_pylist(), listed, strict=True))
+    want = [min(by_id[i], key=lambda g: (carriers[g], g)) if by_id[i] else "(no genre)"
+            for i in ITEM_IDS.tolist()]
+    assert genres == want and genres[0] == "(no genre)"  # item 0 has none
+    assert sum(w != (by_id[i] or ["(no genre)"])[0] for w, i in zip(want, ITEM_IDS.tolist(),
+                                                                    strict=True)) > 5
     again = item_projection(vectors, world.maps, world.movies, max_tsne_items=30,
                             item_weights=weights, seed=1)
     assert again.equals(table)  # seeded
