@@ -90,7 +90,6 @@ def _loader(cls: str) -> str:
             f"set_model({cls}())\n")
 
 
-
 @dataclass(frozen=True)
 class ExportReport:
     """What :func:`log_exports` logged and what it cost.
@@ -271,11 +270,11 @@ def _log_pyfunc(cls: str, root: Path, files: tuple[str, ...], signature: Any,
     ``original_ids_model/`` of the active run."""
     (root / "loader.py").write_text(_loader(cls))
     folder = root / PYFUNC_DIR
+    input_example = (example, params) if params else example
     with _no_progress_bars():  # save_model "downloads" each local artifact with a bar
         mlflow.pyfunc.save_model(str(folder), python_model=str(root / "loader.py"),
                                  artifacts={k: str(root / k) for k in files},
-                                 signature=signature, input_example=(example, params)
-                                 if params else example,
+                                 signature=signature, input_example=input_example,
                                  pip_requirements=_requirements("torch", "pyarrow", "pandas"))
     mlflow.log_artifacts(str(folder), PYFUNC_DIR)
 

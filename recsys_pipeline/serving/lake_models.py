@@ -20,6 +20,11 @@ A model is picked in one of three ways (:func:`resolve_model`):
   ``best_valid_rmse``. For item embeddings (``by="embeddings"``: similar, project,
   recommend --by-embedding) the best ranker among the families that have them.
 
+Sessions (``next``) get a sequence model from :func:`resolve_session_model`: a lake folder
+by name, else the next-item champion with the highest ``best_valid_ndcg_at_10`` on the
+session sequences (GRU4Rec, SASRec and co-occurrence share that protocol), loaded from its
+run's next-item pyfunc artifacts.
+
 Seen items (never recommended back) are every rating of ``clean/ratings.parquet``, the
 user's whole record in the lake (the training split and the held-out valid and test ratings,
 plus ratings the filters dropped), translated through original ids into the served model's
