@@ -149,7 +149,26 @@ def _cmd_views(args: argparse.Namespace) -> int:
     with duckdb.connect(str(Path(args.lake) / DB_FILE_NAME)) as conn:
         names = refresh_views(conn, args.lake)
     print("views: " + (", ".join(names) if names else "(none: the lake has no Parquet yet)"))
+    _relocate_mlflow_store(args.lake)
     return 0
+
+
+def _relocate_mlflow_store(lake: str) -> None:
+    """Point the lake's MLflow store at the lake's own artifacts after a move or copy, and
+    say what was done (nothing printed when the lake has no store)."""
+    from recsys_pipeline.serving.lake_store import relocate_store, store_db
+
+    if not store_db(lake).is_file():
+        return
+    moves = relocate_store(lake)
+    for move in moves:
+        if move.rows:
+            print(f"mlflow: {move.rows} artifact URIs moved from {move.old_root} to "
+                  f"{move.new_root}")
+        else:
+            print(f"mlflow: artifact root {move.old_root} left as is: {move.left_alone}")
+    if not moves:
+        print("mlflow: nothing to move (the store names no other lake's mlflow/artifacts)")
 
 
 def _print_table(table: object, max_rows: int | None = None) -> None:
@@ -465,7 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "a file:// mirror works)")
     d.set_defaults(func=_cmd_download)
 
-    v = sub.add_parser("views", help="(re)create the DuckDB views over the lake's Parquet")
+    v = sub.add_parser("views", help="(re)create the DuckDB views over the lake's Parquet "
+                       "and point its MLflow store at its own artifacts (after a move or copy)")
     v.set_defaults(func=_cmd_views)
     _add_serving_parsers(sub)
     from recsys_pipeline import cli_export, cli_tune

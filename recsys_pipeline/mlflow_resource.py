@@ -3,7 +3,9 @@
 By default tracking needs no server: runs and the model registry live in a SQLite file in the
 lake (``sqlite:///<lake>/mlflow/mlflow.db``) with artifacts beside it
 (``<lake>/mlflow/artifacts``); the resource's ``tracking_uri`` (or ``$MLFLOW_TRACKING_URI``)
-points it at a server instead. The tag names every run carries are defined here too.
+points it at a server instead. The store keeps absolute artifact URIs: after the lake was moved
+or copied they are rewritten to the lake's own (``serving.lake_store``) before it is used. The
+tag names every run carries are defined here too.
 """
 
 import contextlib
@@ -20,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from recsys_pipeline.champion import GatePolicy
 from recsys_pipeline.evaluation.selection import INCOMPARABLE_POLICIES
 from recsys_pipeline.resources import LakeResource
+from recsys_pipeline.serving.lake_store import ensure_relocated
 
 DEFAULT_EXPERIMENT = "recsys-pipeline"
 TRACKING_ENV, REGISTRY_ENV = "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"
@@ -99,13 +102,17 @@ class MlflowResource(dg.ConfigurableResource):
         return GatePolicy(self.champion_margin, self.champion_when_incomparable)
 
     def resolved_tracking_uri(self) -> str:
-        """The tracking URI in effect (see the field comments for the order)."""
+        """The tracking URI in effect (see the field comments for the order). The lake's
+        default store of a moved or copied lake is first pointed at the lake's own artifacts
+        (``serving.lake_store.ensure_relocated``; not when ``artifact_location`` is set)."""
         if self.tracking_uri:
             return self.tracking_uri
         if os.environ.get(TRACKING_ENV):
             return os.environ[TRACKING_ENV]
         db = self.lake.path("mlflow", "mlflow.db")
         db.parent.mkdir(parents=True, exist_ok=True)
+        if not self.artifact_location:
+            ensure_relocated(self.lake.path())
         return f"sqlite:///{db}"
 
     def resolved_registry_uri(self) -> str:

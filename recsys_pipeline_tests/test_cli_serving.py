@@ -515,3 +515,52 @@ def test_next_refuses_what_is_not_a_movie_id(lake, capsys):
     with pytest.raises(SystemExit):
         _run(lake, capsys, "next", "--after", "1,x")
     assert "not a movieId: ['x']" in capsys.readouterr().err
+
+
+def test_a_moved_lake_serves_its_champion_from_the_new_place(lake, capsys, tmp_path,
+                                                             monkeypatch):
+    """MLflow's store keeps absolute artifact URIs; after the lake moved, the default
+    (champion) serving still loads the runs' weights, from the lake's new place."""
+    import shutil
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    moved = tmp_path / "elsewhere" / "lake"
+    shutil.copytree(lake, moved)
+    parked = lake.parent / "parked"
+    shutil.move(lake, parked)  # the original is gone: copy + delete, as a move across disks
+    try:
+        code, out, err = _run(moved, capsys, "recommend", "--user", "3", "-k", "3")
+        assert code == 0, err
+        assert "from mlflow run " in out.splitlines()[0] and len(_column(out, 1)) == 3
+        served = lm.resolve_model(moved, by="rmse")  # a rating model: weights from its run
+        assert served.source.startswith("mlflow run ")
+        uri = lm.default_tracking_uri(moved)
+        from mlflow.tracking import MlflowClient
+
+        run = MlflowClient(uri, uri).get_run(served.source.removeprefix("mlflow run "))
+        assert run.info.artifact_uri.startswith((moved / "mlflow" / "artifacts").as_uri())
+    finally:
+        shutil.move(parked, lake)
+
+
+def test_new_runs_of_a_copied_lake_write_into_the_copy(lake, tmp_path, monkeypatch):
+    """A copy's first MLflow run, started through the ``mlflow`` resource, keeps its
+    artifacts in the copy; the original lake gets nothing."""
+    import shutil
+
+    import mlflow
+
+    from recsys_pipeline.resources import LakeResource
+    from recsys_pipeline.tracking import MlflowResource
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    copy = tmp_path / "copy" / "lake"
+    shutil.copytree(lake, copy)
+    original_runs = set(os.listdir(lake / "mlflow" / "artifacts"))
+    tracker = MlflowResource(lake=LakeResource(root=str(copy)), log_onnx=False)
+    with tracker.start_run("copied", {}) as run:  # mlflow's fluent API points at the copy
+        mlflow.log_text("hello", "notes/a.txt")
+    assert run.info.artifact_uri.startswith((copy / "mlflow" / "artifacts").as_uri())
+    assert (copy / "mlflow" / "artifacts" / run.info.run_id / "artifacts" / "notes"
+            / "a.txt").read_text() == "hello"
+    assert set(os.listdir(lake / "mlflow" / "artifacts")) == original_runs

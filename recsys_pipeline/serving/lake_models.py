@@ -64,6 +64,7 @@ from recsys_pipeline.models.ranking_base import (
     load_ranking_model,
 )
 from recsys_pipeline.serving.fold_in import FoldedUser, FoldInConfig, fold_in
+from recsys_pipeline.serving.lake_store import ensure_relocated
 from recsys_pipeline.serving.next_items import WIDTH_FILE
 from recsys_pipeline.serving.ranking_serving import SequenceServing, load_lake_serving
 from recsys_pipeline.serving.recommend import batch_top_k, seen_items, top_k_table
@@ -242,9 +243,13 @@ def train_support(lake: str | os.PathLike[str], maps: IdMaps) -> np.ndarray:
 
 def default_tracking_uri(lake: str | os.PathLike[str]) -> str:
     """``$MLFLOW_TRACKING_URI`` when set, else the lake's ``sqlite:///<lake>/mlflow/mlflow.db``
-    (the default of ``tracking.MlflowResource``)."""
+    (the default of ``tracking.MlflowResource``); when the lake was moved or copied, that
+    store's artifact URIs are first pointed into this lake (``lake_store.ensure_relocated``)."""
     env = os.environ.get("MLFLOW_TRACKING_URI")
-    return env or f"sqlite:///{(Path(lake) / 'mlflow' / 'mlflow.db').resolve()}"
+    if env:
+        return env
+    ensure_relocated(lake)
+    return f"sqlite:///{(Path(lake) / 'mlflow' / 'mlflow.db').resolve()}"
 
 
 def champion_model_name(lake: str | os.PathLike[str], tracking_uri: str | None = None,
