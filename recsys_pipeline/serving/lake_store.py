@@ -106,6 +106,13 @@ def _why_left_alone(conn: sqlite3.Connection, columns: set[tuple[str, str]], old
     return ""
 
 
+def _plan(conn: sqlite3.Connection, columns: set[tuple[str, str]], artifacts: Path
+          ) -> list[tuple[str, str]]:
+    """``(foreign root, why it is left alone or "")`` for each foreign root of the store."""
+    return [(old, _why_left_alone(conn, columns, old, artifacts))
+            for old in _foreign_roots(conn, artifacts)]
+
+
 def _rewrite(conn: sqlite3.Connection, columns: set[tuple[str, str]], old: str,
              new: str) -> int:
     """Replace the ``old`` prefix (the root itself, or ``old/...``) by ``new`` in every URI
@@ -156,12 +163,12 @@ def relocate_store(lake: str | os.PathLike[str]) -> list[StoreMove]:
             columns = _columns(conn)
             if ("experiments", "artifact_location") not in columns:
                 return []  # not an MLflow store yet (created, not migrated)
-            if not _foreign_roots(conn, artifacts):
-                return []
+            plan = _plan(conn, columns, artifacts)
+            if all(why for _, why in plan):  # nothing to write: no write lock taken
+                return [StoreMove(old, new, 0, why) for old, why in plan]
             conn.execute("BEGIN IMMEDIATE")  # concurrent callers: one rewrites, one finds none
             try:
-                for old in _foreign_roots(conn, artifacts):
-                    why = _why_left_alone(conn, columns, old, artifacts)
+                for old, why in _plan(conn, columns, artifacts):
                     rows = 0 if why else _rewrite(conn, columns, old, new)
                     moves.append(StoreMove(old, new, rows, why))
                 conn.execute("COMMIT")
@@ -174,16 +181,6 @@ def relocate_store(lake: str | os.PathLike[str]) -> list[StoreMove]:
     except sqlite3.Error as exc:
         raise ValueError(f"MLflow store {db}: cannot point its artifact URIs at {new} "
                          f"({exc})") from exc
-    for move in moves:
-        if move.rows:
-            logger.warning("MLflow store %s: the lake was moved or copied; %d artifact URIs "
-                           "rewritten from %s to %s", db, move.rows, move.old_root, new)
-        elif move.left_alone.startswith("no folder"):
-            logger.info("MLflow store %s: artifact root %s left as is (%s)", db,
-                        move.old_root, move.left_alone)
-        else:
-            logger.warning("MLflow store %s: artifact root %s left as is: %s", db,
-                           move.old_root, move.left_alone)
     return moves
 
 
@@ -192,8 +189,10 @@ _checked: set[tuple[str, int, int]] = set()  # (db path, device, inode) checked 
 
 def ensure_relocated(lake: str | os.PathLike[str]) -> None:
     """:func:`relocate_store` once per store file per process (later calls cost one
-    ``stat``; a store file replaced by another at the same path is checked again). A store
-    that cannot be rewritten is logged and left as it is; MLflow's own errors follow."""
+    ``stat``; a store file replaced by another at the same path is checked again), logging
+    a warning for each root rewritten (old root, new root, rows) or left alone for a reason
+    worth a look. A store that cannot be rewritten is logged and left as it is; MLflow's own
+    errors follow."""
     db = store_db(lake)
     try:
         stat = db.stat()
@@ -203,8 +202,19 @@ def ensure_relocated(lake: str | os.PathLike[str]) -> None:
     if key in _checked:
         return
     try:
-        relocate_store(lake)
+        moves = relocate_store(lake)
     except ValueError as exc:
         logger.warning("%s", exc)
         return
     _checked.add(key)
+    for move in moves:
+        if move.rows:
+            logger.warning("MLflow store %s: the lake was moved or copied; %d artifact URIs "
+                           "rewritten from %s to %s", db, move.rows, move.old_root,
+                           move.new_root)
+        elif move.left_alone.startswith("no folder"):  # e.g. a root shared by design
+            logger.info("MLflow store %s: artifact root %s left as is: %s", db,
+                        move.old_root, move.left_alone)
+        else:
+            logger.warning("MLflow store %s: artifact root %s left as is: %s", db,
+                           move.old_root, move.left_alone)

@@ -173,3 +173,20 @@ def test_a_store_without_mlflow_tables_or_file_is_nothing_to_do(tmp_path):
                      ((tmp_path.parent / "gone" / "mlflow" / "artifacts").as_uri(),))
     [move] = relocate_store(tmp_path)
     assert move.rows == 0 and "no folder of its 0 runs" in move.left_alone
+
+
+def test_a_store_is_checked_once_per_process_until_its_file_changes(tmp_path, monkeypatch):
+    from recsys_pipeline.serving import lake_store
+
+    (tmp_path / "mlflow").mkdir()
+    db = tmp_path / "mlflow" / "mlflow.db"
+    sqlite3.connect(db).close()
+    calls = []
+    monkeypatch.setattr(lake_store, "relocate_store", lambda lake: calls.append(lake) or [])
+    lake_store.ensure_relocated(tmp_path)
+    lake_store.ensure_relocated(tmp_path)
+    assert len(calls) == 1
+    shutil.copy(db, tmp_path / "other.db")  # another store copied over it: a new file
+    os.replace(tmp_path / "other.db", db)
+    lake_store.ensure_relocated(tmp_path)
+    assert len(calls) == 2
