@@ -355,10 +355,12 @@ def log_exports(model: nn.Module, user_ids: np.ndarray | None, item_ids: np.ndar
         mlflow.set_tags({"export.skipped": SKIP_REASON})
         return ExportReport(None, 0.0, 0.0, SKIP_REASON)
     skipped = None
-    if onnx:
+    if onnx and sequence:
+        skipped = SKIP_REASON
+    elif onnx:
         missing = _missing_onnx_packages()
-        skipped = (SKIP_REASON if sequence else f"not installed: {', '.join(missing)}"
-                   if missing else onnx_size_problem(model))
+        skipped = (f"not installed: {', '.join(missing)}" if missing
+                   else onnx_size_problem(model))
     if skipped:
         mlflow.set_tags({"export.onnx_skipped": skipped})
         if log is not None:

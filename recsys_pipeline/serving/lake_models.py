@@ -64,7 +64,7 @@ from recsys_pipeline.models.ranking_base import (
     load_ranking_model,
 )
 from recsys_pipeline.serving.fold_in import FoldedUser, FoldInConfig, fold_in
-from recsys_pipeline.serving.lake_store import ensure_relocated
+from recsys_pipeline.serving.lake_store import ensure_relocated, store_db
 from recsys_pipeline.serving.next_items import WIDTH_FILE
 from recsys_pipeline.serving.ranking_serving import SequenceServing, load_lake_serving
 from recsys_pipeline.serving.recommend import batch_top_k, seen_items, top_k_table
@@ -249,7 +249,7 @@ def default_tracking_uri(lake: str | os.PathLike[str]) -> str:
     if env:
         return env
     ensure_relocated(lake)
-    return f"sqlite:///{(Path(lake) / 'mlflow' / 'mlflow.db').resolve()}"
+    return f"sqlite:///{store_db(lake)}"
 
 
 def champion_model_name(lake: str | os.PathLike[str], tracking_uri: str | None = None,

@@ -100,7 +100,8 @@ def next_items(model: SequenceModel, token_item_ids: np.ndarray, width: int,
     has_items = np.bincount(s, minlength=n_sessions) > 0
     device = module_device(model)
     k = min(k, model.n_vocab)
-    out_s, out_i, out_v = [], [], []
+    out_s, out_r, out_i, out_v = [], [], [], []
+    ranks = np.arange(1, k + 1)
     for start in range(0, n_sessions, batch_size):
         stop = min(start + batch_size, n_sessions)
         codes = np.flatnonzero(has_items[start:stop]) + start
@@ -114,22 +115,14 @@ def next_items(model: SequenceModel, token_item_ids: np.ndarray, width: int,
                torch.from_numpy(t[mine] - 1).to(device)] = NEG_INF
         top = torch.topk(scores, k, dim=1)
         values, index = top.values.cpu().numpy(), top.indices.cpu().numpy()
-        keep = np.isfinite(values)
-        out_s.append(np.repeat(codes, k).reshape(-1, k)[keep])
+        keep = np.isfinite(values)  # a prefix of each row: -inf sorts last
+        out_s.append(np.broadcast_to(codes[:, None], values.shape)[keep])
+        out_r.append(np.broadcast_to(ranks, values.shape)[keep])
         out_i.append(token_item_ids[index[keep]])
         out_v.append(values[keep].astype(np.float32))
-    session = np.concatenate(out_s) if out_s else np.zeros(0, np.int64)
-    rank = _ranks(session)
-    return NextItems(session, rank,
+    return NextItems(np.concatenate(out_s) if out_s else np.zeros(0, np.int64),
+                     np.concatenate(out_r) if out_r else np.zeros(0, np.int64),
                      np.concatenate(out_i) if out_i else np.zeros(0, np.int64),
                      np.concatenate(out_v) if out_v else np.zeros(0, np.float32),
                      int((~known).sum()), np.flatnonzero(~has_items))
 
-
-def _ranks(session: np.ndarray) -> np.ndarray:
-    """1-based position of each row within its run of equal (consecutive) session codes."""
-    if not len(session):
-        return np.zeros(0, np.int64)
-    starts = np.flatnonzero(np.r_[True, session[1:] != session[:-1]])
-    lengths = np.diff(np.r_[starts, len(session)])
-    return np.arange(len(session)) - np.repeat(starts, lengths) + 1
