@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from recsys_pipeline.champion import GatePolicy
 from recsys_pipeline.evaluation.selection import INCOMPARABLE_POLICIES
 from recsys_pipeline.resources import LakeResource
-from recsys_pipeline.serving.lake_store import ensure_relocated
+from recsys_pipeline.serving.lake_store import ensure_relocated, names_store
 
 DEFAULT_EXPERIMENT = "recsys-pipeline"
 TRACKING_ENV, REGISTRY_ENV = "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"
@@ -102,18 +102,18 @@ class MlflowResource(dg.ConfigurableResource):
         return GatePolicy(self.champion_margin, self.champion_when_incomparable)
 
     def resolved_tracking_uri(self) -> str:
-        """The tracking URI in effect (see the field comments for the order). The lake's
-        default store of a moved or copied lake is first pointed at the lake's own artifacts
+        """The tracking URI in effect (see the field comments for the order). When it opens
+        the lake's own store (by default, or named by the URI) and the lake was moved or
+        copied, the store is first pointed at the lake's own artifacts
         (``serving.lake_store.ensure_relocated``; not when ``artifact_location`` is set)."""
-        if self.tracking_uri:
-            return self.tracking_uri
-        if os.environ.get(TRACKING_ENV):
-            return os.environ[TRACKING_ENV]
-        db = self.lake.path("mlflow", "mlflow.db")
-        db.parent.mkdir(parents=True, exist_ok=True)
-        if not self.artifact_location:
+        uri = self.tracking_uri or os.environ.get(TRACKING_ENV)
+        if not uri:
+            db = self.lake.path("mlflow", "mlflow.db")
+            db.parent.mkdir(parents=True, exist_ok=True)
+            uri = f"sqlite:///{db}"
+        if not self.artifact_location and names_store(self.lake.path(), uri):
             ensure_relocated(self.lake.path())
-        return f"sqlite:///{db}"
+        return uri
 
     def resolved_registry_uri(self) -> str:
         """The model registry URI in effect."""

@@ -64,7 +64,7 @@ from recsys_pipeline.models.ranking_base import (
     load_ranking_model,
 )
 from recsys_pipeline.serving.fold_in import FoldedUser, FoldInConfig, fold_in
-from recsys_pipeline.serving.lake_store import ensure_relocated, store_db
+from recsys_pipeline.serving.lake_store import ensure_relocated, names_store, store_db
 from recsys_pipeline.serving.next_items import WIDTH_FILE
 from recsys_pipeline.serving.ranking_serving import SequenceServing, load_lake_serving
 from recsys_pipeline.serving.recommend import batch_top_k, seen_items, top_k_table
@@ -241,15 +241,16 @@ def train_support(lake: str | os.PathLike[str], maps: IdMaps) -> np.ndarray:
     return np.bincount(items, minlength=maps.n_items)
 
 
-def default_tracking_uri(lake: str | os.PathLike[str]) -> str:
-    """``$MLFLOW_TRACKING_URI`` when set, else the lake's ``sqlite:///<lake>/mlflow/mlflow.db``
-    (the default of ``tracking.MlflowResource``); when the lake was moved or copied, that
-    store's artifact URIs are first pointed into this lake (``lake_store.ensure_relocated``)."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    ensure_relocated(lake)
-    return f"sqlite:///{store_db(lake)}"
+def default_tracking_uri(lake: str | os.PathLike[str], tracking_uri: str | None = None) -> str:
+    """The store serving opens: ``tracking_uri`` when given, else ``$MLFLOW_TRACKING_URI`` when
+    set, else the lake's ``sqlite:///<lake>/mlflow/mlflow.db`` (the default of
+    ``tracking.MlflowResource``). When that is the lake's own store (by default, or named by
+    the URI) and the lake was moved or copied, the store's artifact URIs are first pointed into
+    this lake (``lake_store.ensure_relocated``)."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_db(lake)}"
+    if names_store(lake, uri):
+        ensure_relocated(lake)
+    return uri
 
 
 def champion_model_name(lake: str | os.PathLike[str], tracking_uri: str | None = None,
@@ -321,7 +322,7 @@ def _best_champion(lake: str | os.PathLike[str], tracking_uri: str | None, by: s
     """``(lake folder name, run id)`` of the best champion (see :func:`champion_model_name`)."""
     if by not in SELECTIONS:
         raise ValueError(f"by={by!r} must be one of {SELECTIONS}")
-    uri = tracking_uri or default_tracking_uri(lake)
+    uri = default_tracking_uri(lake, tracking_uri)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         return None
     from mlflow.exceptions import MlflowException
@@ -410,7 +411,7 @@ def _load_run(lake: str | os.PathLike[str], run_id: str, tracking_uri: str | Non
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    uri = tracking_uri or default_tracking_uri(lake)
+    uri = default_tracking_uri(lake, tracking_uri)
     client = MlflowClient(uri, uri)
     try:
         run = client.get_run(run_id)
@@ -560,7 +561,7 @@ def resolve_session_model(lake: str | os.PathLike[str], name: str | None = None,
     folder, run_id = champion
     import mlflow.artifacts
 
-    uri = tracking_uri or default_tracking_uri(lake)
+    uri = default_tracking_uri(lake, tracking_uri)
     with tempfile.TemporaryDirectory() as tmp, env_defaults(QUIET_DOWNLOADS_ENV):
         try:
             root = Path(mlflow.artifacts.download_artifacts(

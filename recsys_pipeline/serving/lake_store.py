@@ -7,7 +7,8 @@ some) ``source``. After ``mv data_lake elsewhere`` they name a place that is gon
 champion's weights cannot be loaded; in a copy they name the original lake, where new runs
 would write their artifacts. :func:`relocate_store` rewrites them to the lake's own
 ``mlflow/artifacts``; :func:`ensure_relocated` does it once per store per process, for the
-MLflow resource and serving to call before they use the lake's default store.
+MLflow resource and serving to call before they open the lake's store (by default, or through
+a tracking URI that names it: :func:`names_store`).
 
 An artifact root is rewritten only when the lake holds its runs' artifacts (see
 :func:`relocate_store`), so a deliberately shared root outside the lake is left alone.
@@ -55,16 +56,27 @@ def store_db(lake: str | os.PathLike[str]) -> Path:
     return Path(lake).resolve() / STORE_DIR / DB_FILE
 
 
-def _uri_path(uri: str) -> Path:
-    """The local path of a ``file://`` URI."""
-    return Path(url2pathname(urlparse(uri).path))
+def names_store(lake: str | os.PathLike[str], tracking_uri: str) -> bool:
+    """Whether ``tracking_uri`` opens the lake's own store file: a ``sqlite:///`` URI (absolute
+    ``sqlite:////abs/path`` or relative to the working directory) of ``<lake>/mlflow/mlflow.db``,
+    e.g. README's ``MLFLOW_TRACKING_URI=sqlite:///$PWD/data_lake/mlflow/mlflow.db``."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return False
+    path = tracking_uri[len(prefix):].split("?", 1)[0]
+    return any(_same_file(Path(candidate), store_db(lake)) for candidate in {path, unquote(path)})
 
 
-def _same_dir(a: Path, b: Path) -> bool:
+def _same_file(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)
     except OSError:
         return False
+
+
+def _uri_path(uri: str) -> Path:
+    """The local path of a ``file://`` URI."""
+    return Path(url2pathname(urlparse(uri).path))
 
 
 def _columns(conn: sqlite3.Connection) -> set[tuple[str, str]]:
@@ -81,7 +93,7 @@ def _foreign_roots(conn: sqlite3.Connection, artifacts: Path) -> list[str]:
     roots = {r for (r,) in conn.execute("SELECT DISTINCT artifact_location FROM experiments")
              if isinstance(r, str) and r.startswith("file://") and r.endswith(ROOT_SUFFIX)}
     return sorted(r for r in roots
-                  if r != artifacts.as_uri() and not _same_dir(_uri_path(r), artifacts))
+                  if r != artifacts.as_uri() and not _same_file(_uri_path(r), artifacts))
 
 
 def _why_left_alone(conn: sqlite3.Connection, columns: set[tuple[str, str]], old: str,

@@ -190,3 +190,47 @@ def test_a_store_is_checked_once_per_process_until_its_file_changes(tmp_path, mo
     os.replace(tmp_path / "other.db", db)
     lake_store.ensure_relocated(tmp_path)
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("named_by", ["argument", "absolute env", "relative env"])
+def test_a_tracking_uri_naming_the_lakes_store_relocates_it(tmp_path, monkeypatch, named_by):
+    """README's ``export MLFLOW_TRACKING_URI=sqlite:///$PWD/data_lake/mlflow/mlflow.db`` (or
+    ``--tracking-uri``) opens the lake's own store: a moved lake's is relocated as with the
+    default."""
+    old = tmp_path / "old" / "lake"
+    _store(old, monkeypatch)
+    new = tmp_path / "new" / "lake"
+    new.parent.mkdir()
+    shutil.move(old, new)
+    root = (new / "mlflow" / "artifacts").as_uri()
+    given = None
+    if named_by == "argument":
+        given = _uri(new)
+    elif named_by == "absolute env":
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", _uri(new))
+    else:
+        monkeypatch.chdir(new.parent)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///lake/mlflow/mlflow.db")
+    uri = lm.default_tracking_uri(new, given)
+    assert uri == (given or os.environ["MLFLOW_TRACKING_URI"])
+    assert all(v.startswith(root) for v in _uri_values(new))
+
+
+def test_a_tracking_uri_naming_another_store_leaves_the_lakes_alone(tmp_path, monkeypatch):
+    from recsys_pipeline.mlflow_resource import MlflowResource
+    from recsys_pipeline.resources import LakeResource
+
+    old = tmp_path / "old" / "lake"
+    _store(old, monkeypatch)
+    new = tmp_path / "new" / "lake"
+    new.parent.mkdir()
+    shutil.move(old, new)
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    before = _sha(new / "mlflow" / "mlflow.db")
+    assert lm.default_tracking_uri(new, other) == other
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+    assert MlflowResource(lake=LakeResource(root=str(new))).resolved_tracking_uri() == other
+    assert _sha(new / "mlflow" / "mlflow.db") == before
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", _uri(new))  # the resource, named by the env
+    MlflowResource(lake=LakeResource(root=str(new))).resolved_tracking_uri()
+    assert all(v.startswith((new / "mlflow" / "artifacts").as_uri()) for v in _uri_values(new))
