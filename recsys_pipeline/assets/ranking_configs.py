@@ -142,10 +142,21 @@ class TwoTowerModelConfig(_RankingLoopConfig):
     lr: float = 5e-3  # Adam learning rate
     dim: int = 64  # tower output width
     temperature: float = 0.2  # logit temperature (0.2 over 0.1: bench/README.md, top-K)
-    year_bucket_width: int = 10  # release-year buckets of this many years
+    # user tower: user id plus the mean embedding of the user's last n_recent train-split
+    # items by time (0: user id only)
+    n_recent: int = 0
+    tower_hidden: int = 0  # width of a ReLU layer on top of each tower (0: none)
+    logq_correction: bool = True  # subtract log q (item share of training pairs) in training
+    use_genres: bool = True  # item tower: genre multi-hot (false: no genre feature)
+    year_bucket_width: int = 10  # release-year buckets of this many years (0: no year feature)
 
     def to_core(self) -> TwoTowerConfig:
-        return TwoTowerConfig(dim=self.dim, temperature=self.temperature, seed=self.seed)
+        if self.year_bucket_width < 0:
+            raise ValueError(f"two_tower_model: year_bucket_width={self.year_bucket_width} "
+                             "must be >= 0 (0: no year feature)")
+        return TwoTowerConfig(dim=self.dim, n_recent=self.n_recent,
+                              tower_hidden=self.tower_hidden, temperature=self.temperature,
+                              logq_correction=self.logq_correction, seed=self.seed)
 
 
 # Run configs (``define_asset_job(..., config=RANKING_PRESETS["full"])``, or merged into

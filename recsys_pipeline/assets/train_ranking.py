@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
+import pyarrow as pa
 
 from recsys_pipeline import schema
 from recsys_pipeline.assets.prepare import PREFIX as PREPARED
@@ -43,6 +44,7 @@ from recsys_pipeline.assets.train import (
 )
 from recsys_pipeline.data.item_features import item_side_features
 from recsys_pipeline.data.lake import file_sha256
+from recsys_pipeline.data.order import timestamps
 from recsys_pipeline.metadata import markdown_table
 from recsys_pipeline.model_io import DeviceResource
 from recsys_pipeline.models.autoencoder import AutoEncoderModel
@@ -52,7 +54,7 @@ from recsys_pipeline.models.ease import EASEModel
 from recsys_pipeline.models.gru4rec import GRU4RecModel
 from recsys_pipeline.models.multvae import MultVAEModel
 from recsys_pipeline.models.sasrec import SASRecModel
-from recsys_pipeline.models.two_tower import TwoTowerModel
+from recsys_pipeline.models.two_tower import TwoTowerModel, recent_items
 from recsys_pipeline.resources import LakeResource
 from recsys_pipeline.tracking import TAG_ASSET, TAG_DAGSTER_RUN, TAG_FAMILY, MlflowResource
 from recsys_pipeline.tracking_ranking import (
@@ -86,6 +88,7 @@ NEXT_INS = {"sessions": dg.AssetIn(key=[PREPARED, "session_sequences"]),
 TOPK_INS = {"user_split": dg.AssetIn(key=[PREPARED, "user_item_matrix"]),
             "item_map": dg.AssetIn(key=[PREPARED, "item_map"]),
             "movies": dg.AssetIn(key=["clean", "movies"]),
+            "train": dg.AssetIn(key=split_key("train")),
             "split_report": dg.AssetIn(key=split_key("report"))}
 SHOWN = ("recall@20", "ndcg@10", "ndcg@100", "hr@10", "mrr@10", "recall@10")
 
@@ -265,21 +268,30 @@ def cooccurrence_model(context: dg.AssetExecutionContext, config: CooccurrenceMo
           kinds=KINDS)
 def two_tower_model(context: dg.AssetExecutionContext, config: TwoTowerModelConfig,
                     mlflow: MlflowResource, lake: LakeResource, device: DeviceResource,
-                    user_split: Any, item_map: Any, movies: Any,
+                    user_split: Any, item_map: Any, movies: Any, train: pa.Table,
                     split_report: dict[str, Any]) -> TwoTowerModel:
-    """Two-tower retrieval (id + genres + year item tower), full-catalogue top-K on the
-    per-user split, logged to MLflow."""
+    """Two-tower retrieval (id [+ genres] [+ year] item tower, user id [+ recent items] user
+    tower), full-catalogue top-K on the per-user split, logged to MLflow."""
+    core = config.to_core()
     side = item_side_features(item_map, movies)
-    buckets, n_buckets = year_buckets(side.years, config.year_bucket_width)
-    model = TwoTowerModel(*user_split.explicit["train"].shape, config.to_core(),
-                          n_genres=side.genres.shape[1], n_year_buckets=n_buckets)
-    model.set_item_features(side.genres if side.genres.shape[1] else None, buckets)
+    genres = side.genres if config.use_genres and side.genres.shape[1] else None
+    buckets, n_buckets = (year_buckets(side.years, config.year_bucket_width)
+                          if config.year_bucket_width else (None, 0))
+    n_users, n_items = user_split.explicit["train"].shape
+    model = TwoTowerModel(n_users, n_items, core,
+                          n_genres=0 if genres is None else genres.shape[1],
+                          n_year_buckets=n_buckets)
+    model.set_item_features(genres, buckets)
+    if core.n_recent:  # each user's last n_recent train-split items, newest last
+        model.set_recent(recent_items(train.column(schema.USER_IDX).to_numpy(),
+                                      train.column(schema.ITEM_IDX).to_numpy(),
+                                      timestamps(train), n_users, n_items, core.n_recent))
     loop = _loop(context, lake, config, device.device, model, TOPK)
     validation = TopKValidation(user_split.explicit["train"], user_split.explicit["valid"],
                                 _split_method(split_report))
     return _track(context, mlflow, lake, model, TOPK,
                   lambda cb: run_topk(model, user_split, loop, cb), loop,
-                  {"data.n_genres": side.genres.shape[1], "data.n_year_buckets": n_buckets,
+                  {"data.n_genres": model.n_genres, "data.n_year_buckets": n_buckets,
                    **split_params(split_report)}, validation)
 
 

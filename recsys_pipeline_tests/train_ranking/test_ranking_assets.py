@@ -357,3 +357,46 @@ def test_sequence_pyfunc_lists_equal_the_served_models(materialized) -> None:
             np.testing.assert_allclose(mine.score.to_numpy(), listed, rtol=1e-5, atol=1e-6)
             checked += 1
         assert checked >= len(users) - 2, family
+
+
+def test_two_tower_asset_takes_recent_items_and_drops_item_features(materialized,
+                                                                    tmp_path) -> None:
+    """The asset's config reaches the core options: the user tower's recent items (each
+    user's last n_recent train-split items by time), and an item tower without genres or
+    year (use_genres: false, year_bucket_width: 0)."""
+    import shutil
+
+    from recsys_pipeline.data.order import timestamps
+    from recsys_pipeline.model_io import build_train_resources
+    from recsys_pipeline.models.two_tower import recent_items
+    from recsys_pipeline.resources import build_resources
+
+    lake = tmp_path / "lake"
+    shutil.copytree(materialized[0], lake)
+    root = str(lake)
+    resources = {**build_resources(root), **build_train_resources(root),
+                 **ranking_resources(root)}
+    asset = next(a for a in ranking_assets
+                 if dg.AssetKey(["models", "two_tower_model"]) in a.keys)
+    result = dg.materialize(
+        [*ingest_assets, *prepare_assets, *ranking_assets],
+        selection=dg.AssetSelection.assets(asset), resources=resources,
+        run_config=dg.RunConfig({"models__two_tower_model": {"config": {
+            **SMALL, "n_recent": 3, "use_genres": False, "year_bucket_width": 0}}}))
+    assert result.success
+    model = load_ranking_model(lake / "models" / "two_tower_model")
+    assert model.config.n_recent == 3 and model.n_genres == 0 and model.n_year_buckets == 0
+    train = read_parquet(lake / "prepared" / "splits" / "train.parquet")
+    expected = recent_items(train.column("user_idx").to_numpy(),
+                            train.column("item_idx").to_numpy(), timestamps(train),
+                            model.n_users, model.n_items, 3)
+    assert np.array_equal(model.user_recent.numpy(), expected)
+    assert (expected < model.n_items).any()  # real items, not only padding
+
+
+@pytest.mark.parametrize("width", [-1, -10])
+def test_two_tower_negative_year_bucket_width_names_the_key(width: int) -> None:
+    from recsys_pipeline.assets.ranking_configs import TwoTowerModelConfig
+
+    with pytest.raises(ValueError, match=f"year_bucket_width={width} must be >= 0"):
+        TwoTowerModelConfig(year_bucket_width=width).to_core()
