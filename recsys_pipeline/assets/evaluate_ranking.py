@@ -30,7 +30,8 @@ PROTOCOLS = {
     "next_item": (
         "Next item: each user's chronological sequence (prepared/session_sequences); the "
         "valid/test target is the item after the input sequence; full ranking over the "
-        "vocabulary with the input items excluded; HR/NDCG/MAP/Precision/MRR @ 1, 5, 10, 20 "
+        "vocabulary with every item the user rated before the target excluded (the input "
+        "window's and older ones); HR/NDCG/MAP/Precision/MRR @ 1, 5, 10, 20 "
         "(one relevant item, so Recall@K = HR@K)."),
     "per_user_topk": (
         "Per-user split, full catalogue: train on the train split's positives (rating >= 4), "

@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from recsys_pipeline import schema
 from recsys_pipeline.assets.prepare import PREFIX as PREPARED
-from recsys_pipeline.assets.prepare import split_key
+from recsys_pipeline.assets.prepare import SPLIT_INS, split_key, splits_from
 from recsys_pipeline.assets.ranking_configs import (
     AutoEncoderModelConfig,
     CooccurrenceModelConfig,
@@ -45,6 +45,7 @@ from recsys_pipeline.assets.train import (
 from recsys_pipeline.data.item_features import item_side_features
 from recsys_pipeline.data.lake import file_sha256
 from recsys_pipeline.data.order import timestamps
+from recsys_pipeline.data.sessions import seen_tokens
 from recsys_pipeline.metadata import markdown_table
 from recsys_pipeline.model_io import DeviceResource
 from recsys_pipeline.models.autoencoder import AutoEncoderModel
@@ -84,7 +85,7 @@ STRONG_INS = {"strong": dg.AssetIn(key=MATRIX_KEY), "columns": dg.AssetIn(key=IT
               "user_split": dg.AssetIn(key=[PREPARED, "user_item_matrix"])}
 NEXT_INS = {"sessions": dg.AssetIn(key=[PREPARED, "session_sequences"]),
             "item_map": dg.AssetIn(key=[PREPARED, "item_map"]),
-            "split_report": dg.AssetIn(key=split_key("report"))}
+            "split_report": dg.AssetIn(key=split_key("report")), **SPLIT_INS}
 TOPK_INS = {"user_split": dg.AssetIn(key=[PREPARED, "user_item_matrix"]),
             "item_map": dg.AssetIn(key=[PREPARED, "item_map"]),
             "movies": dg.AssetIn(key=["clean", "movies"]),
@@ -210,10 +211,18 @@ def _split_method(split_report: dict[str, Any]) -> str:
     return str(split_report.get("config", {}).get("method", "unknown"))
 
 
+def _seen(sessions: Any, split_tables: dict[str, pa.Table]) -> dict[str, Any]:
+    """Each valid/test row's whole history before its target (``data.sessions.seen_tokens``),
+    excluded from the ranking with the input tokens (which keep the last ``max_len`` only)."""
+    splits = splits_from(split_tables)
+    return {name: seen_tokens(splits, getattr(sessions, name), sessions.vocab, name)
+            for name in ("valid", "test")}
+
+
 def _track_next(context: dg.AssetExecutionContext, mlflow: MlflowResource,
                 lake: LakeResource, model: Any, sessions: Any, item_map: Any,
                 split_report: dict[str, Any], loop: RankingTrainConfig | None,
-                fit: Any = None) -> Any:
+                fit: Any = None, seen: dict[str, Any] | None = None) -> Any:
     """``_track`` for a next-item model: ``run_next_item`` (or ``fit``), the split's params,
     and the validation sequences with their tokens' original item ids for the gate."""
     if loop is not None and (warning := softmax_cost_warning(model, pick_device(loop.device))):
@@ -222,7 +231,7 @@ def _track_next(context: dg.AssetExecutionContext, mlflow: MlflowResource,
     validation = NextItemValidation(sessions.valid.tokens, sessions.valid.targets,
                                     item_ids[sessions.vocab], _split_method(split_report))
     return _track(context, mlflow, lake, model, NEXT,
-                  fit or (lambda cb: run_next_item(model, sessions, loop, cb)), loop,
+                  fit or (lambda cb: run_next_item(model, sessions, loop, cb, seen=seen)), loop,
                   split_params(split_report), validation)
 
 
@@ -230,35 +239,42 @@ def _track_next(context: dg.AssetExecutionContext, mlflow: MlflowResource,
           kinds=KINDS)
 def gru4rec_model(context: dg.AssetExecutionContext, config: GRU4RecModelConfig,
                   mlflow: MlflowResource, lake: LakeResource, device: DeviceResource,
-                  sessions: Any, item_map: Any, split_report: Any) -> GRU4RecModel:
+                  sessions: Any, item_map: Any, split_report: Any,
+                  **split_tables: pa.Table) -> GRU4RecModel:
     """GRU4Rec next-item model on the users' chronological sequences, logged to MLflow."""
     model = GRU4RecModel(int(sessions.vocab.size), config.to_core())
     return _track_next(context, mlflow, lake, model, sessions, item_map, split_report,
-                       _loop(context, lake, config, device.device, model, NEXT, 5.0))
+                       _loop(context, lake, config, device.device, model, NEXT, 5.0),
+                       seen=_seen(sessions, split_tables))
 
 
 @dg.asset(key_prefix=PREFIX, group_name=GROUP, io_manager_key=MODEL_IO, ins=NEXT_INS,
           kinds=KINDS)
 def sasrec_model(context: dg.AssetExecutionContext, config: SASRecModelConfig,
                  mlflow: MlflowResource, lake: LakeResource, device: DeviceResource,
-                 sessions: Any, item_map: Any, split_report: Any) -> SASRecModel:
+                 sessions: Any, item_map: Any, split_report: Any,
+                 **split_tables: pa.Table) -> SASRecModel:
     """SASRec next-item Transformer on the users' chronological sequences, logged to MLflow."""
     model = SASRecModel(int(sessions.vocab.size), config.to_core())
     return _track_next(context, mlflow, lake, model, sessions, item_map, split_report,
-                       _loop(context, lake, config, device.device, model, NEXT, 5.0))
+                       _loop(context, lake, config, device.device, model, NEXT, 5.0),
+                       seen=_seen(sessions, split_tables))
 
 
 @dg.asset(key_prefix=PREFIX, group_name=GROUP, io_manager_key=MODEL_IO, ins=NEXT_INS,
           kinds=KINDS)
 def cooccurrence_model(context: dg.AssetExecutionContext, config: CooccurrenceModelConfig,
                        mlflow: MlflowResource, lake: LakeResource, sessions: Any,
-                       item_map: Any, split_report: Any) -> CooccurrenceModel:
+                       item_map: Any, split_report: Any,
+                       **split_tables: pa.Table) -> CooccurrenceModel:
     """Last-item co-occurrence next-item baseline (counted, not trained), logged to MLflow."""
+    seen = _seen(sessions, split_tables)
+
     def fit(_on_epoch: Any) -> Any:
         return _closed_form(
             lambda: CooccurrenceModel.fit(sessions.train.tokens, int(sessions.vocab.size),
                                           config.to_core()),
-            lambda model: run_next_item(model, sessions, None))
+            lambda model: run_next_item(model, sessions, None, seen=seen))
 
     return _track_next(context, mlflow, lake, CooccurrenceModel(1, config.to_core()),
                        sessions, item_map, split_report, None, fit)

@@ -280,6 +280,53 @@ def _next_item_batch(
     return _batch(users_out, full_len[users_out], items, lookup, config, target_item[users_out])
 
 
+def seen_tokens(
+    splits: Splits, batch: SequenceBatch, vocab: np.ndarray, name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every in-vocabulary item each row of a next-item batch had seen before its target.
+
+    ``batch.tokens`` keeps only the last ``max_len`` input items; this is the whole input
+    history (the rows ``build_sessions`` chose the input from: the history tables of ``name``
+    not later than the row's target), so an evaluation can exclude items seen before the
+    truncated window too.
+
+    Args:
+        splits: The splits ``batch`` was built from.
+        batch: ``Sessions.valid`` or ``Sessions.test``.
+        vocab: ``Sessions.vocab``.
+        name: ``"valid"`` or ``"test"``.
+
+    Returns:
+        ``(indptr, tokens)``: row ``r``'s seen tokens are ``tokens[indptr[r]:indptr[r+1]]``
+        (CSR, int64).  # [n_rows + 1], [nnz]
+    """
+    if name not in _HISTORY:
+        raise ValueError(f"seen_tokens: name must be one of {list(_HISTORY)}, got {name!r}")
+    tables = splits.tables()
+    n_users = 1 + max(
+        [int(batch.user_idx.max()) if batch.user_idx.size else -1]
+        + [int(pc.max(t.column(schema.USER_IDX)).as_py()) for t in tables.values() if t.num_rows]
+    )
+    n_items = 1 + max(
+        [int(vocab.max()) if vocab.size else -1]
+        + [int(pc.max(t.column(schema.ITEM_IDX)).as_py()) for t in tables.values() if t.num_rows]
+    )
+    lookup = token_lookup(vocab, n_items)
+    target_item, target_ts, _ = _targets(tables[name], lookup, n_users)
+    history = _Rows.of([tables[t] for t in _HISTORY[name]], lookup)
+    keep = (target_item[history.user] >= 0) & (history.ts <= target_ts[history.user])
+    history = history.select(keep)
+    row_of_user = np.full(n_users, -1, np.int64)
+    row_of_user[batch.user_idx] = np.arange(batch.user_idx.size)
+    rows = row_of_user[history.user]
+    kept = rows >= 0
+    rows, tokens = rows[kept], lookup[history.item[kept]].astype(np.int64)
+    order = np.argsort(rows, kind="stable")
+    indptr = np.zeros(batch.user_idx.size + 1, np.int64)
+    indptr[1:] = np.cumsum(np.bincount(rows, minlength=batch.user_idx.size))
+    return indptr, tokens[order]
+
+
 def build_sessions(splits: Splits, n_users: int, n_items: int, config: SessionConfig) -> Sessions:
     """Build the vocabulary, train sequences and next-item valid/test batches.
 

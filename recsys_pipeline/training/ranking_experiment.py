@@ -12,7 +12,9 @@ Three protocols, each returning a :class:`RankingOutcome`:
   test-split positives ranked, so no scored interaction was ever trained on.
 * **next item** (GRU4Rec, SASRec, co-occurrence): each user's chronological sequence; the
   valid/test target is the next item after the input sequence; full-vocabulary ranking with
-  the input items excluded; HR / NDCG / MAP / Precision / MRR @ 1, 5, 10, 20.
+  every item the user saw before the target excluded (the input tokens, and with ``seen``
+  the history before the ``max_len`` window too); HR / NDCG / MAP / Precision / MRR @ 1, 5,
+  10, 20.
 * **per-user full catalogue** (two-tower): train on the train split's positive pairs, rank
   every item for each user with train items excluded; relevant = test ratings >= 4;
   ``Recall@K = hits@K / n_relevant``.
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +41,7 @@ from recsys_pipeline.data.sparse import SparseConfig, SplitMatrices, build_matri
 from recsys_pipeline.data.split import SplitConfig, split_ratings
 from recsys_pipeline.evaluation.nextitem import evaluate_next_item
 from recsys_pipeline.evaluation.strong import evaluate_fold_in
-from recsys_pipeline.evaluation.topk import evaluate_topk
+from recsys_pipeline.evaluation.topk import ItemSets, evaluate_topk
 from recsys_pipeline.training.data import RatingData
 from recsys_pipeline.training.ranking_data import CSRTensors, pairs_from_csr, training_sequences
 from recsys_pipeline.training.ranking_loop import RankingTrainConfig, fit_ranking
@@ -231,14 +233,23 @@ def check_sequence_inputs(sessions: Sessions) -> None:
 
 
 def run_next_item(model: nn.Module, sessions: Sessions, config: RankingTrainConfig | None,
-                  on_epoch: OnEpoch | None = None, ks: Sequence[int] = NEXT_KS
+                  on_epoch: OnEpoch | None = None, ks: Sequence[int] = NEXT_KS,
+                  seen: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
                   ) -> RankingOutcome:
-    """Train a next-item model on the train sequences, early-stopped on the valid targets."""
+    """Train a next-item model on the train sequences, early-stopped on the valid targets.
+
+    ``seen`` (``data.sessions.seen_tokens`` of ``"valid"`` and ``"test"``: each row's whole
+    input history as CSR tokens) is excluded from the ranking besides the input tokens, which
+    hold only the last ``max_len`` items; without it only the input tokens are excluded."""
     ks = tuple(k for k in ks if k <= sessions.vocab.size)
     check_sequence_inputs(sessions)
+    exclude = {name: None if seen is None or name not in seen else ItemSets(
+        torch.as_tensor(seen[name][0], dtype=torch.long),
+        torch.as_tensor(seen[name][1], dtype=torch.long)) for name in ("valid", "test")}
 
     def score(m: nn.Module, batch: Any) -> dict[str, float]:
-        return evaluate_next_item(m, batch.tokens, batch.targets, ks)
+        name = "valid" if batch is sessions.valid else "test"
+        return evaluate_next_item(m, batch.tokens, batch.targets, ks, exclude=exclude[name])
 
     history, best, secs = _fit(model, training_sequences(sessions.train),
                                lambda m: score(m, sessions.valid), config, on_epoch)
