@@ -90,8 +90,13 @@ def held_out_counts(n_users: int, spec: StrongGenSpec) -> tuple[int, int]:
     ``n_users`` users for training, else clamped to ``max(1, n_users // 10)`` each (tiny data).
 
     Raises:
-        ValueError: Fewer than 3 users remain after filtering (names the count).
+        ValueError: A held-out count below 1 (names the key: the fold-in models early-stop
+            on the validation users and are scored on the test users), or fewer than 3
+            users remain after filtering (names the count).
     """
+    for key in ("n_valid_users", "n_test_users"):
+        if getattr(spec, key) < 1:
+            raise ValueError(f"strong generalization: {key}={getattr(spec, key)} must be >= 1")
     if n_users < 3:
         raise ValueError(f"strong generalization: only {n_users} user(s) have >= "
                          f"{spec.min_user_positives} positives; need >= 3")

@@ -196,6 +196,15 @@ def test_held_out_counts_names_too_few_users() -> None:
         held_out_counts(2, StrongGenSpec())
 
 
+@pytest.mark.parametrize(("key", "value"), [("n_valid_users", 0), ("n_test_users", 0),
+                                          ("n_test_users", -3)])
+def test_held_out_counts_below_one_name_the_key(key: str, value: int) -> None:
+    # 0 validation users used to build a matrix without validation rows, and every fold-in
+    # model then failed with "no user has both fold-in and held-out interactions"
+    with pytest.raises(ValueError, match=f"{key}={value} must be >= 1"):
+        held_out_counts(601, StrongGenSpec(**{key: value}))
+
+
 def test_ranking_presets_are_valid_run_configs(tmp_path) -> None:
     from recsys_pipeline.assets.ranking_configs import (
         RANKING_PRESETS,
