@@ -48,8 +48,9 @@ class SASRecConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if min(self.max_len, self.dim, self.n_blocks, self.n_heads, self.ff_mult) < 1:
-            raise ValueError(f"max_len, dim, n_blocks, n_heads and ff_mult must be >= 1: {self}")
+        for key in ("max_len", "dim", "n_blocks", "n_heads", "ff_mult"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key}={getattr(self, key)} must be >= 1")
         if self.dim % self.n_heads:
             raise ValueError(f"n_heads={self.n_heads} must divide dim={self.dim}")
         if not 0 <= self.dropout < 1:

@@ -208,3 +208,11 @@ def test_full_softmax_over_a_large_vocabulary_on_cpu_is_flagged(
     sampled = SASRecModel(41, SASRecConfig(max_len=5, dim=8, loss="sampled", n_negatives=4))
     assert rx.softmax_cost_warning(sampled, cpu) is None
     assert rx.softmax_cost_warning(CooccurrenceModel(41), cpu) is None  # no softmax at all
+
+
+@pytest.mark.parametrize(("key", "value"), [("dim", -8), ("max_len", 0), ("n_blocks", 0),
+                                          ("n_heads", -1), ("ff_mult", 0)])
+def test_sasrec_bad_sizes_name_the_key_and_value(key: str, value: int) -> None:
+    # one line naming the field (was: all five names and the whole config repr)
+    with pytest.raises(ValueError, match=f"^{key}={value} must be >= 1$"):
+        SASRecConfig(**{key: value})
