@@ -80,6 +80,12 @@ class RankingModelIOManager(ModelIOManager):
         return load_ranking_model(folder, map_location="cpu")
 
 
+# metrics of the popularity baseline a run scored on its own protocol beside its model
+# (``baseline_popularity_valid_*`` / ``_test_*``), shown as their own leaderboard row
+BASELINE_PREFIX = "baseline_popularity_"
+BASELINE_MODEL = "popularity (baseline)"
+
+
 def ranking_final_metrics(outcome: RankingOutcome) -> dict[str, float]:
     """``best_valid_*``, ``test_*``, extra (per-user-split) scores and run totals."""
     out = {f"best_valid_{metric_key(k)}": v for k, v in outcome.valid.items()}
@@ -189,7 +195,9 @@ def train_and_track_ranking(
 
 
 def ranking_rows(tracker: MlflowResource, train_sha256: str) -> list[dict[str, Any]]:
-    """Latest FINISHED ranking run per asset on this data; raises when there is none."""
+    """Latest FINISHED ranking run per asset on this data, plus a ``popularity (baseline)``
+    row for a run that scored the baseline beside itself (``BASELINE_PREFIX`` metrics: the
+    co-occurrence run, on the next-item protocol); raises when there is no run."""
     experiment_id = tracker.experiment_id(create=False)
     runs = [] if experiment_id is None else tracker.client().search_runs(
         [experiment_id], filter_string=f"tags.`{TAG_RANKING_TRAIN_SHA}` = '{train_sha256}' "
@@ -210,5 +218,13 @@ def ranking_rows(tracker: MlflowResource, train_sha256: str) -> list[dict[str, A
                     if k.startswith(("peruser_test_", "best_valid_ndcg_at_10"))
                     and not k.endswith("n_users")})
         rows.append(row)
+        baseline = {k.removeprefix(BASELINE_PREFIX): v for k, v in run.data.metrics.items()
+                    if k.startswith(BASELINE_PREFIX)}
+        if baseline:
+            rows.append({"model": BASELINE_MODEL, "family": "popularity",
+                         "run_id": row["run_id"], "started": row["started"],
+                         "protocol": row["protocol"],
+                         "best_valid_ndcg_at_10": baseline.get("valid_ndcg_at_10"),
+                         **{k: v for k, v in baseline.items() if k.startswith("test_")}})
     return rows
 

@@ -49,7 +49,7 @@ from recsys_pipeline.data.sessions import seen_tokens
 from recsys_pipeline.metadata import markdown_table
 from recsys_pipeline.model_io import DeviceResource
 from recsys_pipeline.models.autoencoder import AutoEncoderModel
-from recsys_pipeline.models.cooccurrence import CooccurrenceModel
+from recsys_pipeline.models.cooccurrence import CooccurrenceModel, PopularityNext
 from recsys_pipeline.models.deepfm import year_buckets
 from recsys_pipeline.models.ease import EASEModel
 from recsys_pipeline.models.gru4rec import GRU4RecModel
@@ -59,6 +59,7 @@ from recsys_pipeline.models.two_tower import TwoTowerModel, recent_items
 from recsys_pipeline.resources import LakeResource
 from recsys_pipeline.tracking import TAG_ASSET, TAG_DAGSTER_RUN, TAG_FAMILY, MlflowResource
 from recsys_pipeline.tracking_ranking import (
+    BASELINE_PREFIX,
     TAG_PROTOCOL,
     TAG_RANKING_TRAIN_SHA,
     TAG_RANKING_VALID_SHA,
@@ -267,14 +268,21 @@ def cooccurrence_model(context: dg.AssetExecutionContext, config: CooccurrenceMo
                        mlflow: MlflowResource, lake: LakeResource, sessions: Any,
                        item_map: Any, split_report: Any,
                        **split_tables: pa.Table) -> CooccurrenceModel:
-    """Last-item co-occurrence next-item baseline (counted, not trained), logged to MLflow."""
+    """Last-item co-occurrence next-item baseline (counted, not trained), logged to MLflow,
+    with the popularity baseline (``PopularityNext``, counted from the same sequences) scored
+    beside it on the same rows (``baseline_popularity_*`` metrics; its own leaderboard row)."""
     seen = _seen(sessions, split_tables)
 
     def fit(_on_epoch: Any) -> Any:
-        return _closed_form(
+        outcome = _closed_form(
             lambda: CooccurrenceModel.fit(sessions.train.tokens, int(sessions.vocab.size),
                                           config.to_core()),
             lambda model: run_next_item(model, sessions, None, seen=seen))
+        baseline = run_next_item(PopularityNext.of(outcome.model), sessions, None, seen=seen)
+        outcome.extra.update({f"{BASELINE_PREFIX}{split}_{k}": v
+                              for split in ("valid", "test")
+                              for k, v in getattr(baseline, split).items() if k != "n_rows"})
+        return outcome
 
     return _track_next(context, mlflow, lake, CooccurrenceModel(1, config.to_core()),
                        sessions, item_map, split_report, None, fit)

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from torch import nn
 
 from recsys_pipeline.models.ranking_base import SequenceModel
 from recsys_pipeline.training.ranking_data import CSRTensors
@@ -104,3 +105,30 @@ class CooccurrenceModel(SequenceModel):
         if self.config.popularity_backoff:
             scores += self.popularity / (self.popularity.max() + 1.0)
         return scores
+
+
+class PopularityNext(nn.Module):
+    """The popularity baseline of the next-item protocol: every row scores each token by how
+    often it occurs in the training sequences (a fitted co-occurrence model's
+    ``popularity``), whatever came before; padding scores -inf.
+
+    Not a model family of its own (nothing to register or serve): the co-occurrence asset
+    scores it beside itself so that the ranking leaderboard's next-item block has the
+    popularity row the protocol is read against.
+    """
+
+    def __init__(self, popularity: torch.Tensor) -> None:
+        super().__init__()
+        scores = popularity.detach().float().clone()
+        scores[0] = float("-inf")
+        self.n_vocab = int(scores.numel()) - 1
+        self.register_buffer("scores", scores)  # [n_tokens]
+
+    @classmethod
+    def of(cls, model: CooccurrenceModel) -> PopularityNext:
+        """The baseline counted from the same training sequences as ``model``."""
+        return cls(model.popularity)
+
+    def score_next(self, tokens: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """The popularity row for each input row.  # [B, n_tokens]"""
+        return self.scores.repeat(int(np.shape(tokens)[0]), 1)

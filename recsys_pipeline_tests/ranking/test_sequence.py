@@ -9,7 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from recsys_pipeline.evaluation.nextitem import evaluate_next_item
-from recsys_pipeline.models.cooccurrence import CooccurrenceConfig, CooccurrenceModel
+from recsys_pipeline.models.cooccurrence import (
+    CooccurrenceConfig,
+    CooccurrenceModel,
+    PopularityNext,
+)
 from recsys_pipeline.models.gru4rec import GRU4RecConfig, GRU4RecModel
 from recsys_pipeline.models.ranking_base import (
     SequenceModel,
@@ -178,6 +182,19 @@ def test_cooccurrence_counts_by_hand() -> None:
     torch.testing.assert_close(never[1:], torch.tensor([0.6, 0.6, 0.8, 0.0]))
     after2 = backoff.score_next(torch.tensor([[2]]))[0]
     assert after2[3] > after2[1] > after2[2]  # counts 2 > 1 > 0; the backoff never flips them
+
+
+def test_popularity_baseline_ranks_by_training_count_whatever_the_input() -> None:
+    tokens = np.array([[1, 2, 3, 3], [1, 2, 3, 3], [1, 2, 3, 4], [0, 0, 1, 3]])
+    baseline = PopularityNext.of(CooccurrenceModel.fit(tokens, 5))  # counts 4, 3, 6, 1, 0
+    assert baseline.n_vocab == 5
+    scores = baseline.score_next(torch.tensor([[0, 2], [3, 4]]))
+    assert scores[:, 0].isneginf().all()  # padding is never ranked
+    assert scores[0, 1:].tolist() == scores[1, 1:].tolist() == [4.0, 3.0, 6.0, 1.0, 0.0]
+    # evaluated like the sequence models, the input masked: row 1 ranks its target 3 first;
+    # row 2 (3 masked) ranks 1 then its target 2
+    m = evaluate_next_item(baseline, np.array([[0, 1], [0, 3]]), np.array([3, 2]), ks=(1, 2))
+    assert m["hr@1"] == 0.5 and m["mrr@2"] == 0.75 and m["hr@2"] == 1.0
 
 
 def test_sequence_windows_keep_every_pair_once() -> None:

@@ -19,7 +19,7 @@ from recsys_pipeline.data.sparse import load_matrices
 from recsys_pipeline.data.store import load_sessions
 from recsys_pipeline.models.ranking_base import load_ranking_model
 from recsys_pipeline.tracking import TAG_DAGSTER_RUN, TAG_FAMILY, TAG_TRAIN_SHA
-from recsys_pipeline.tracking_ranking import TAG_PROTOCOL, TAG_RANKING_TRAIN_SHA
+from recsys_pipeline.tracking_ranking import BASELINE_MODEL, TAG_PROTOCOL, TAG_RANKING_TRAIN_SHA
 from recsys_pipeline.training.ranking_experiment import StrongGenSpec, held_out_counts
 
 MODELS = ("autoencoder", "multvae", "ease", "gru4rec", "sasrec", "cooccurrence", "two_tower")
@@ -162,9 +162,20 @@ def test_ranking_leaderboard_rows_and_checks(materialized) -> None:
     lake, result, _ = materialized
     table = read_parquet(lake / "reports" / "ranking_comparison.parquet")
     rows = table.to_pylist()
-    assert sorted(r["model"] for r in rows) == sorted(f"{m}_model" for m in MODELS)
-    assert {r["model"]: r["protocol"] for r in rows} == {f"{m}_model": p
-                                                        for m, p in PROTOCOL.items()}
+    assert sorted(r["model"] for r in rows) == sorted([*(f"{m}_model" for m in MODELS),
+                                                       BASELINE_MODEL])
+    assert {r["model"]: r["protocol"] for r in rows} == {
+        **{f"{m}_model": p for m, p in PROTOCOL.items()}, BASELINE_MODEL: "next_item"}
+    # the popularity baseline: scored in the co-occurrence run, on its rows, its own metrics
+    [baseline] = [r for r in rows if r["model"] == BASELINE_MODEL]
+    [cooc] = [r for r in rows if r["model"] == "cooccurrence_model"]
+    assert baseline["run_id"] == cooc["run_id"] and baseline["family"] == "popularity"
+    run = MlflowClient(materialized[2].resolved_tracking_uri()).get_run(cooc["run_id"])
+    for k in ("test_ndcg_at_10", "test_hr_at_1", "test_mrr_at_20", "test_map_at_5"):
+        assert baseline[k] == run.data.metrics[f"baseline_popularity_{k}"]
+        assert 0.0 <= baseline[k] <= 1.0
+    assert baseline["best_valid_ndcg_at_10"] == run.data.metrics[
+        "baseline_popularity_valid_ndcg_at_10"]
     for protocol in set(PROTOCOL.values()):
         block = [r for r in rows if r["protocol"] == protocol]
         assert [r["rank"] for r in block] == list(range(1, len(block) + 1))
@@ -172,10 +183,10 @@ def test_ranking_leaderboard_rows_and_checks(materialized) -> None:
         assert ndcg == sorted(ndcg, reverse=True)
     meta = result.asset_materializations_for_node("reports__ranking_comparison")[0].metadata
     assert "min(K, n_heldout)" in meta["protocols"].value
-    assert meta["dagster/row_count"].value == len(MODELS)
+    assert meta["dagster/row_count"].value == len(MODELS) + 1
     view = meta["duckdb_view"].value
     with duckdb.connect(str(lake / "lake.duckdb"), read_only=True) as conn:
-        assert conn.execute(f"select count(*) from {view}").fetchall() == [(len(MODELS),)]
+        assert conn.execute(f"select count(*) from {view}").fetchall() == [(len(MODELS) + 1,)]
     evaluations = result.get_asset_check_evaluations()
     assert len(evaluations) == len(MODELS) and all(e.passed for e in evaluations)
 
