@@ -39,6 +39,7 @@ import argparse
 import json
 import platform
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -237,6 +238,130 @@ def run_strong(ratings: pa.Table, args: argparse.Namespace, device: torch.device
     print(f"  best learned model on the validation users: {learned.model} ({learned.params}); "
           f"test NDCG@100 {learned.test['ndcg@100']:.4f} vs EASE {rows[1].test['ndcg@100']:.4f}",
           flush=True)
+    return rows + implicit_rows("strong", train, valid, "ndcg@100", test, args)
+
+
+# --- peers: implicit's ALS and BM25 item-kNN, fitted and scored on the same data ---------
+# implicit (github.com/benfred/implicit) is a benchmark-only extra
+# (bench/requirements-bench.txt); without it these rows are left out with a note.
+# (factors, regularization, alpha): on seed 42's validation users a 150-point sweep
+# (factors 32-512, regularization 0.1-200, alpha 1-50) peaked at regularization 10 with
+# alpha 2 (0.361-0.363 NDCG@100 for 64-512 factors), then alpha 5 (0.357-0.358)
+ALS_GRID = tuple((f, r, a) for f in (64, 256)
+                 for r, a in ((1.0, 2.0), (10.0, 2.0), (10.0, 5.0), (50.0, 10.0)))
+BM25_KS = (100, 500, 1000)  # neighbours per item; 20-1000 swept on seed 42: more was better
+
+
+class ImplicitScorer(torch.nn.Module):
+    """Our evaluators' interface over a fitted implicit model (CPU, float32 scores).
+
+    ALS scores ``user factors @ item factors``; a held-out user's factors are solved from
+    the fold-in row by implicit's own ``recalculate_user`` (one least-squares step against the
+    fixed item factors, as its ``recommend(..., recalculate_user=True)`` does). Item-kNN scores
+    ``row @ similarity``, the sum its ``recommend`` ranks by.
+    """
+
+    def __init__(self, model: Any, train: sp.csr_matrix) -> None:
+        super().__init__()
+        self.model, self.rows = model, train  # not .train: nn.Module.train() is a method
+        self.n_users, self.n_items = train.shape
+        self.register_buffer("anchor", torch.zeros(0))  # evaluators read the device from it
+
+    def _from_rows(self, rows: sp.csr_matrix) -> torch.Tensor:
+        if hasattr(self.model, "item_factors"):
+            users = self.model.recalculate_user(np.arange(rows.shape[0]), rows)
+            scores = users @ np.asarray(self.model.item_factors).T
+        else:
+            scores = (rows @ self.model.similarity).toarray()
+        return torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))
+
+    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        """Scores of training users (per-user protocol).  # [B, n_items]"""
+        idx = users.cpu().numpy()
+        if hasattr(self.model, "user_factors"):
+            scores = np.asarray(self.model.user_factors)[idx] @ np.asarray(
+                self.model.item_factors).T
+            return torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))
+        return self._from_rows(self.rows[idx])
+
+    def score_all_from(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Scores from dense fold-in rows (strong generalization).  # [B, n_items]"""
+        return self._from_rows(sp.csr_matrix(inputs.cpu().numpy().astype(np.float32)))
+
+
+def check_against_recommend(scorer: ImplicitScorer, train: sp.csr_matrix, n_users: int = 20,
+                            k: int = 20) -> None:
+    """The adapter scores as implicit's own ``recommend`` does (rated items filtered), for the
+    first training users, from their stored factors / rows and, for ALS, re-solved from their
+    rows (the fold-in path): implicit's top-``k`` items get our scores, and our top-``k``
+    scores are the same values (ties may order items differently). Raises AssertionError."""
+    model = scorer.model
+    users = np.flatnonzero(train.getnnz(1) > 0)[:n_users]
+    rows = train[users]
+    seen = torch.from_numpy(rows.toarray() > 0)
+    paths = [(scorer.score_all(torch.from_numpy(users)), {})]
+    if hasattr(model, "item_factors"):
+        paths.append((scorer.score_all_from(torch.from_numpy(rows.toarray())),
+                      {"recalculate_user": True}))
+    for scores, kw in paths:
+        scores = scores.masked_fill(seen, -torch.inf)
+        top = torch.topk(scores, k).values.numpy()
+        for i, user in enumerate(users):
+            ids, theirs = model.recommend(int(user), rows[i], N=k,
+                                          filter_already_liked_items=True, **kw)
+            ours = scores[i, torch.from_numpy(ids.astype(np.int64))].numpy()
+            n = int(np.isfinite(theirs).sum())
+            assert np.allclose(ours[:n], theirs[:n], rtol=1e-4, atol=1e-5) and np.allclose(
+                top[i, :n], theirs[:n], rtol=1e-4, atol=1e-5), (type(model).__name__, kw,
+                                                                int(user))
+
+
+def implicit_rows(task: str, train: sp.csr_matrix, validate: Callable[[Any], dict],
+                  monitor: str, test: Callable[[Any], dict], args: argparse.Namespace
+                  ) -> list[Row]:
+    """implicit's ALS (factors x regularization x alpha, 15 iterations) and BM25 item-kNN
+    (K neighbours), each picked on ``validate`` like our models and tested once."""
+    try:
+        import implicit
+        from implicit.cpu.als import AlternatingLeastSquares
+        from implicit.nearest_neighbours import BM25Recommender
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        print("  implicit not installed: its rows are left out "
+              "(.venv/bin/pip install -r bench/requirements-bench.txt)", flush=True)
+        return []
+    warnings.filterwarnings("ignore", "Method expects CSR input", module="implicit")
+    train = sp.csr_matrix(train, dtype=np.float32)
+    threads = max(args.threads, 1)
+    grids = {
+        "ALS (implicit)": [(f"factors={f} reg={r:g} alpha={a:g}",
+                            lambda f=f, r=r, a=a: AlternatingLeastSquares(
+                                factors=f, regularization=r, alpha=a, iterations=15,
+                                num_threads=threads, random_state=args.seed))
+                           for f, r, a in ALS_GRID],
+        "BM25 kNN (implicit)": [(f"K={k} K1=1.2 B=0.75",
+                                 lambda k=k: BM25Recommender(K=k, num_threads=threads))
+                                for k in BM25_KS]}
+    rows = []
+    for name, grid in grids.items():
+        tried, best = [], None
+        for label, build in grid:
+            model = build()
+            t0 = time.perf_counter()
+            with threadpool_limits(threads, "blas"):  # implicit's advice: no BLAS threadpool
+                model.fit(train, show_progress=False)
+            seconds = time.perf_counter() - t0
+            scorer = ImplicitScorer(model, train)
+            check_against_recommend(scorer, train)
+            v = validate(scorer)[monitor]
+            tried.append({"params": label, "valid": v, "seconds": round(seconds, 2)})
+            print(f"  {name:<20} {label:<36} valid {monitor}={v:.4f} ({seconds:.1f}s)",
+                  flush=True)
+            if best is None or v > best[1]:
+                best = (label, v, scorer, seconds)
+        label, v, scorer, seconds = best
+        rows.append(Row(task, name, f"{label} (implicit {implicit.__version__})", v,
+                        test(scorer), seconds, grid=tried))
     return rows
 
 
@@ -419,7 +544,7 @@ def run_topk(ratings: pa.Table, movies: pa.Table, args: argparse.Namespace,
                         (True, 128, 0.2))]
     rows.append(fit_and_pick("two-tower", "topk", tower_grid, lambda: pairs_from_csr(positives),
                              config, valid, "ndcg@10", test, device))
-    return rows
+    return rows + implicit_rows("topk", positives, valid, "ndcg@10", test, args)
 
 
 # --- report --------------------------------------------------------------------------------
