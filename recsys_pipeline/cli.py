@@ -375,12 +375,26 @@ def _cmd_next(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+# The champion each command serves when neither --model nor --run-id is given (as
+# serving.lake_models.CHOSEN_BY picks it), for its --model help.
+_DEFAULT_MODEL = {
+    "ranking": "the MLflow champion that ranks best, by validation NDCG@10 on the per-user "
+               "split",
+    "rmse": "the MLflow champion with the best validation RMSE",
+    "embeddings": "of the MLflow champions with item embeddings (mf, mlp, neumf, deepfm, "
+                  "two_tower), the one that ranks best, by validation NDCG@10 on the per-user "
+                  "split",
+}
+
+
+def _add_model_args(p: argparse.ArgumentParser, by: str = "ranking",
+                    by_embedding: bool = False) -> None:
+    default = _DEFAULT_MODEL[by]
+    if by_embedding:  # recommend --by-embedding serves the embeddings champion
+        default += "; with --by-embedding, " + _DEFAULT_MODEL["embeddings"]
     p.add_argument("--model", metavar="NAME",
-                   help="a model folder of the lake, e.g. mf or mf_model (default: the MLflow "
-                        "champion that ranks best, by validation NDCG@10 on the per-user "
-                        "split; for check-user the one with the best validation RMSE; "
-                        "else mf_model)")
+                   help=f"a model folder of the lake, e.g. mf or mf_model (default: {default}; "
+                        "with no such champion, mf_model)")
     p.add_argument("--run-id", metavar="ID", help="use the weights logged in this MLflow run "
                    "(rating models and two-tower)")
     p.add_argument("--tracking-uri", metavar="URI",
@@ -397,8 +411,9 @@ def _add_serving_parsers(sub: argparse._SubParsersAction) -> None:
     r.add_argument("-k", type=int, default=10, help="list length (default 10)")
     r.add_argument("--by-embedding", action="store_true",
                    help="rank by user·item embedding similarity and show the full model's "
-                        "predicted score and rank beside each pick (mf, mlp, neumf, deepfm)")
-    _add_model_args(r)
+                        "predicted score and rank beside each pick (mf, mlp, neumf, deepfm, "
+                        "two_tower)")
+    _add_model_args(r, by_embedding=True)
     r.set_defaults(func=_cmd_recommend)
 
     c = sub.add_parser("check-user", help="a user's held-out ratings beside the predictions",
@@ -410,7 +425,7 @@ def _add_serving_parsers(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--split", default="test", choices=("test", "valid"),
                    help="held-out split (default test)")
     c.add_argument("--seed", type=int, default=0, help="seeds the sample (default 0)")
-    _add_model_args(c)
+    _add_model_args(c, by="rmse")
     c.set_defaults(func=_cmd_check_user)
 
     s = sub.add_parser("similar", help="movies with the most similar item embeddings",
@@ -423,7 +438,7 @@ def _add_serving_parsers(sub: argparse._SubParsersAction) -> None:
                    help="list only movies with at least N ratings in the training split: "
                         "embeddings of rarely rated movies stay near their random start "
                         "(default 10; 0 lists every movie)")
-    _add_model_args(s)
+    _add_model_args(s, by="embeddings")
     s.set_defaults(func=_cmd_similar)
 
     x = sub.add_parser("next", help="the movies to watch next after a sequence of movies",

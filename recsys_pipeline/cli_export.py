@@ -183,5 +183,5 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of PCA's solver and t-SNE")
     p.add_argument("--methods", nargs="+", default=["pca", "tsne"], choices=["pca", "tsne"],
                    help="projections to compute (default: pca tsne)")
-    _add_model_args(p)
+    _add_model_args(p, by="embeddings")
     p.set_defaults(func=_cmd_project)

@@ -52,6 +52,32 @@ def test_help(command, capsys):
     assert "--model" in out and "--run-id" in out
 
 
+@pytest.mark.parametrize(("command", "default"), [
+    ("recommend", "the MLflow champion that ranks best, by validation NDCG@10 on the per-user "
+                  "split; with --by-embedding, of the MLflow champions with item embeddings"),
+    ("new-user", "the MLflow champion that ranks best"),
+    ("export", "the MLflow champion that ranks best"),
+    ("check-user", "the MLflow champion with the best validation RMSE;"),
+    ("similar", "of the MLflow champions with item embeddings (mf, mlp, neumf, deepfm, "
+                "two_tower), the one that ranks best"),
+    ("project", "of the MLflow champions with item embeddings"),
+])
+def test_model_help_names_the_commands_own_default(command, default, capsys, monkeypatch):
+    """Each command's --model help names the champion that command serves by default (was:
+    one text for all, naming check-user's rule in every command and the ranking champion in
+    similar and project, which serve the best champion with item embeddings)."""
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per option: no hyphen wrapped away
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    out = capsys.readouterr().out
+    model_help = out.split("--model NAME")[-1].split("--run-id")[0]
+    assert f"(default: {default}" in model_help
+    assert "check-user" not in model_help
+    if command == "recommend":
+        by_embedding = out.split("--by-embedding")[-1].split("--model")[0]
+        assert "(mf, mlp, neumf, deepfm, two_tower)" in by_embedding
+
+
 def _rated(lake: Path, user_id: int, splits: tuple[str, ...]) -> set[int]:
     """Original item ids ``user_id`` rated in the given prepared splits."""
     out: set[int] = set()
