@@ -29,6 +29,7 @@ from recsys_pipeline.serving.tables import (
     SIMILAR_ITEMS_SCHEMA,
     SIMILARITY,
     check_model_maps,
+    one_item_idx,
     one_user_idx,
     ranked_table,
 )
@@ -154,7 +155,7 @@ def similar_items(
     if min_support and (support is None or len(support) != model.n_items):
         raise ValueError(f"min_support={min_support} needs the training ratings of each of "
                          f"the {model.n_items} items")
-    i = int(maps.to_item_idx([item_id])[0])
+    i = one_item_idx(maps, item_id, movies)
     unit = torch.nn.functional.normalize(item_emb.float(), dim=1)  # zero rows stay zero
     cos = unit @ unit[i]  # [n_items]
     if min_support:

@@ -96,6 +96,20 @@ def check_model_maps(model: nn.Module, maps: IdMaps) -> None:
                          "trained with")
 
 
+def one_item_idx(maps: IdMaps, item_id: int, movies: pa.Table) -> int:
+    """The ``item_idx`` of one original ``item_id``; a ValueError naming an unknown id says
+    whether it is a movie of ``movies`` the model never trained on, or no movie at all."""
+    try:
+        return int(maps.to_item_idx(np.asarray([item_id], dtype=np.int64))[0])
+    except ValueError:
+        pass
+    rows = movies.filter(pc.equal(movies.column(S.ITEM_ID), item_id))
+    why = (f"{rows.column(S.TITLE)[0].as_py()!r} had no training ratings when the model was "
+           "trained" if rows.num_rows else "no movie of the lake has that movieId")
+    raise ValueError(f"unknown item_id {item_id}: not one of the model's {maps.n_items} "
+                     f"movies ({why})") from None
+
+
 def one_user_idx(maps: IdMaps, user_id: int) -> int:
     """The ``user_idx`` of one original ``user_id`` (ValueError naming an unknown id)."""
     try:

@@ -95,7 +95,13 @@ def test_similar_items_planted_cosines() -> None:
     assert thin.column("rank").to_pylist() == [1, 2]
     with pytest.raises(ValueError, match="min_support=2 needs"):
         similar_items(mf, maps, movies, 10, 4, None, min_support=2)
-    with pytest.raises(ValueError, match="unknown item_id"):
+    with pytest.raises(ValueError, match=r"unknown item_id 11: not one of the model's 5 movies "
+                                         r"\(no movie of the lake has that movieId\)"):
         similar_items(mf, maps, movies, 11, 2)
+    unrated = pa.concat_tables([movies, pa.Table.from_pylist(
+        [{"item_id": 60, "title": "T60", "year": None, "genres": []}], schema=S.MOVIES_SCHEMA)])
+    with pytest.raises(ValueError, match=r"unknown item_id 60: not one of the model's 5 movies "
+                                         r"\('T60' had no training ratings when the model was"):
+        similar_items(mf, maps, unrated, 60, 2)
     with pytest.raises(ValueError, match="k=5"):
         similar_items(mf, maps, movies, 10, 5)
