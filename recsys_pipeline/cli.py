@@ -250,6 +250,7 @@ def _recommend_folded_in(args: argparse.Namespace, served: ServingModel) -> bool
 def _cmd_check_user(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from recsys_pipeline import schema as S
     from recsys_pipeline.serving.check_user import check_user
     from recsys_pipeline.serving.lake_models import lake_user_ratings, load_movies, load_split
 
@@ -257,9 +258,17 @@ def _cmd_check_user(args: argparse.Namespace) -> int:
     train = None  # only a user the model lacks needs their training rows (to fold them in)
     if not served.maps.has_user(args.user):
         train = lake_user_ratings(args.lake, np.asarray([args.user]), split="train")
-    check = check_user(served.model, served.maps, load_movies(args.lake),
-                       load_split(args.lake, args.split), args.user, args.p,
-                       latest=args.latest, seed=args.seed, train_table=train)
+    held_out = load_split(args.lake, args.split)
+    if not np.any(held_out.column(S.USER_ID).to_numpy() == args.user):
+        path = Path(args.lake).joinpath("prepared", "splits", f"{args.split}.parquet")
+        after = ("; their ratings in clean/ratings came after the split (a new user?): "
+                 "prepare_job (or full_pipeline_job) splits them"
+                 if train is not None and train.num_rows == 0
+                 and _has_lake_ratings(args.lake, args.user) else "")
+        raise ValueError(f"user_id {args.user} has no rating in the {args.split} split ({path}, "
+                         f"{held_out.num_rows} rows){after}")
+    check = check_user(served.model, served.maps, load_movies(args.lake), held_out, args.user,
+                       args.p, latest=args.latest, seed=args.seed, train_table=train)
     if check.folded_in:
         print(f"user {args.user} is not one of the {served.maps.n_users} users {served.name} "
               f"was trained on: folded in from their {check.folded_in} train-split ratings "

@@ -281,6 +281,8 @@ def test_similar_excludes_the_item(lake, capsys):
     (("recommend", "--user", "1", "--run-id", "no-such-run"), "no-such-run"),
     (("similar", "--item", "1", "--model", "bias"), "no user/item embeddings"),
     (("check-user", "--user", "1", "-p", "0", "--model", "mf"), "p=0"),
+    (("check-user", "--user", "999", "--model", "mf"), "user_id 999 has no rating in the test "
+                                                       "split ("),
     (("next", "--after", "1", "--model", "mf"), "not a next-item model"),
     (("next", "--after", "9999,8888", "--model", "sasrec"), "nothing to go on"),
     (("next", "--after", "1", "-k", "0", "--model", "sasrec"), "-k 0"),
@@ -489,6 +491,29 @@ def test_a_lake_model_is_not_served_on_data_it_was_not_trained_on(lake, tmp_path
     pq.write_table(shifted, copy / "prepared" / "user_map.parquet")
     code, _, err = _run(copy, capsys, "similar", "--item", "1", "--model", "mf")
     assert code == 2 and "models/mf_model was trained on other prepared data" in err
+
+
+def test_check_user_of_a_user_the_split_lacks_names_the_split(lake, tmp_path, capsys):
+    """A user with lake ratings but none in the split (a stored new user ingested after
+    prepare_job ran) is told which split file lacks them and why (was: 'no rating in the
+    held-out table')."""
+    import shutil
+
+    import pyarrow as pa
+
+    from recsys_pipeline.data.lake import read_parquet, write_parquet
+
+    copy = tmp_path / "lake"
+    shutil.copytree(lake, copy)
+    path = copy / "clean" / "ratings.parquet"
+    ratings = read_parquet(path)
+    first = ratings.slice(0, 20)
+    new = first.set_column(0, ratings.schema.field(0), pa.array([777] * 20, pa.int32()))
+    write_parquet(pa.concat_tables([ratings, new]), path)
+    code, _, err = _run(copy, capsys, "check-user", "--user", "777", "--model", "mf")
+    test_file = copy / "prepared" / "splits" / "test.parquet"
+    assert code == 2 and f"user_id 777 has no rating in the test split ({test_file}, " in err
+    assert "came after the split (a new user?): prepare_job" in err
 
 
 def test_next_lists_the_champions_next_movies_after_a_session(lake, capsys):
