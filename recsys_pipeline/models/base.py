@@ -31,7 +31,8 @@ CONFIG_FILE = "config.json"
 STATE_FILE = "state_dict.pt"
 FORMAT_VERSION = 1
 # families load_model may import: module names under recsys_pipeline.models
-FAMILIES: tuple[str, ...] = ("bias", "popularity", "mf", "mlp", "neumf", "deepfm")
+FAMILIES: tuple[str, ...] = ("bias", "popularity", "mf", "mlp", "neumf", "deepfm",
+                             "autoencoder_rating")
 # generic score_all expands users × items pairs; cap the pairs per forward pass (memory)
 SCORE_ALL_PAIRS = 1 << 20
 

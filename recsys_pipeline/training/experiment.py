@@ -25,8 +25,12 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from recsys_pipeline.evaluation.rating import evaluate_ratings
+from recsys_pipeline.evaluation.rating import evaluate_ratings, mae, predict, rmse
 from recsys_pipeline.evaluation.topk import ItemSets, evaluate_topk
+from recsys_pipeline.models.autoencoder_rating import (
+    AutoEncoderRatingConfig,
+    AutoEncoderRatingModel,
+)
 from recsys_pipeline.models.base import RatingModel
 from recsys_pipeline.models.bias import BiasConfig, BiasModel
 from recsys_pipeline.models.deepfm import DeepFMConfig, DeepFMModel, year_buckets
@@ -37,6 +41,8 @@ from recsys_pipeline.models.popularity import PopularityConfig, PopularityModel
 from recsys_pipeline.training.data import RatingData
 from recsys_pipeline.training.device import model_device, pick_device, synchronize
 from recsys_pipeline.training.loop import TrainConfig, fit
+from recsys_pipeline.training.ranking_data import CSRTensors
+from recsys_pipeline.training.ranking_loop import RankingTrainConfig, fit_ranking
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +50,7 @@ logger = logging.getLogger(__name__)
 MODEL_CLASSES: dict[type, type[RatingModel]] = {
     BiasConfig: BiasModel, PopularityConfig: PopularityModel, MFConfig: MFModel,
     MLPConfig: MLPModel, NeuMFConfig: NeuMFModel, DeepFMConfig: DeepFMModel,
+    AutoEncoderRatingConfig: AutoEncoderRatingModel,
 }
 OnEpoch = Callable[[int, dict[str, float]], None]
 
@@ -212,6 +219,44 @@ def _fit_closed_form(cls: type[RatingModel], data: ExperimentData, config: Any,
     return model, [row]
 
 
+def _row_loop(config: TrainConfig) -> RankingTrainConfig:
+    """The row loop's options from the rating loop's: early stop on the valid RMSE."""
+    return RankingTrainConfig(
+        epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+        weight_decay=config.weight_decay, optimizer=config.optimizer, patience=config.patience,
+        min_delta=config.min_delta, monitor="valid_rmse", mode="min",
+        restore_best=config.restore_best, amp=config.amp, amp_dtype=config.amp_dtype,
+        seed=config.seed, device=config.device, checkpoint_path=config.checkpoint_path)
+
+
+def _fit_rows(cls: type[RatingModel], data: ExperimentData, config: Any,
+              train_config: TrainConfig, on_epoch: OnEpoch | None
+              ) -> tuple[RatingModel, list[dict[str, float]], int]:
+    """Fit a row-trained rating model (the rating autoencoder) on the users' train rows.
+
+    The epoch data are the train split as a ``[n_users, n_items]`` CSR matrix of ratings,
+    batches drawn from the users who have train ratings; the model keeps the whole matrix
+    as its history (``FoldInModel.prepare_training``), so a user's scores come from their
+    own train row. The loss is the model's own (masked MSE on observed ratings); after each
+    epoch the valid RMSE / MAE are measured and the best epoch by valid RMSE is restored.
+    History rows carry ``train_loss``, ``valid_loss`` (valid MSE), ``valid_rmse`` and
+    ``valid_mae`` like those of ``training.loop.fit``.
+    """
+    model = cls(data.n_users, data.n_items, config)
+    rows = CSRTensors.from_scipy(data.train.to_csr(data.n_users, data.n_items)).nonempty()
+    model.set_history(rows)
+    valid = data.valid
+
+    def validate(m: torch.nn.Module) -> dict[str, float]:
+        pred = predict(m, valid.to(model_device(m)))
+        truth = valid.ratings.to(pred.device)
+        out = {"rmse": rmse(pred, truth), "mae": mae(pred, truth)}
+        return {"loss": out["rmse"] ** 2, **out}
+
+    fitted = fit_ranking(model, rows, validate, _row_loop(train_config), on_epoch)
+    return model, fitted.history, fitted.best_epoch
+
+
 def run_experiment(
     data: ExperimentData,
     model_config: Any,
@@ -222,7 +267,10 @@ def run_experiment(
     """Train the model ``model_config`` describes on ``data.train`` and evaluate it.
 
     Gradient-trained models go through ``training.loop.fit`` (MSE, early stopping on valid,
-    best weights restored); bias and popularity use their closed-form ``fit``.
+    best weights restored); bias and popularity use their closed-form ``fit``; row-trained
+    models (the rating autoencoder: ``row_trained``) go through
+    ``training.ranking_loop.fit_ranking`` on the users' train rating rows with their own
+    masked loss, early-stopped on the valid RMSE (see :func:`_fit_rows`).
 
     Args:
         data: Splits and index sizes.
@@ -246,7 +294,9 @@ def run_experiment(
         raise ValueError(f"no model for config type {type(model_config).__name__}")
     device = pick_device(train_config.device)
     t0 = time.perf_counter()
-    if cls.trainable:
+    if getattr(cls, "row_trained", False):
+        model, history, best_epoch = _fit_rows(cls, data, model_config, train_config, on_epoch)
+    elif cls.trainable:
         model = build_model(model_config, data.n_users, data.n_items, data.item_features)
         fitted = fit(model, data.train, data.valid, train_config, on_epoch)
         history, best_epoch = fitted.history, fitted.best_epoch
