@@ -255,12 +255,17 @@ def _against(found: tuple[ModelVersion, Contender], new: Contender, policy: Gate
                         champion_value=current.value if same_data else None, **known)
 
 
+ORIGINAL_IDS_DIR = "original_ids_model"  # tracking_export.PYFUNC_DIR
+
+
 def rating_rescorer(model: object, valid: RatingData, maps: IdMaps,
                     tracking_uri: str) -> Rescorer:
     """A :data:`Rescorer` for pair-scoring (rating) models.
 
     The champion's id maps come from its run's ``id_maps/`` artifacts and its weights from
-    its logged model (int64 ``[user_idx, item_idx]`` pyfunc input); ``model`` (the
+    its logged model (int64 ``[user_idx, item_idx]`` pyfunc input; a champion registered as
+    the original-id pyfunc, the rating autoencoder, gets ``user_id, item_id`` columns);
+    ``model`` (the
     challenger, in memory) is scored on the same rows.
 
     Args:
@@ -282,7 +287,16 @@ def rating_rescorer(model: object, valid: RatingData, maps: IdMaps,
         if not mask.any():
             raise ValueError("the champion knows none of the challenger's validation rows")
         loaded = mlflow.pyfunc.load_model(champion.source)
-        champ_pred = np.asarray(loaded.predict(np.stack([cu, ci], 1)), dtype=np.float64)
+        if str(champion.source).rstrip("/").endswith(ORIGINAL_IDS_DIR):
+            # a row-scored champion (the rating autoencoder) is registered as the
+            # original-id pyfunc: it takes user_id / item_id columns, not index pairs
+            import pandas as pd
+
+            frame = pd.DataFrame({"user_id": maps.to_user_ids(users)[mask],
+                                  "item_id": maps.to_item_ids(items)[mask]})
+            champ_pred = np.asarray(loaded.predict(frame), dtype=np.float64).reshape(-1)
+        else:
+            champ_pred = np.asarray(loaded.predict(np.stack([cu, ci], 1)), dtype=np.float64)
         subset = valid.subset(torch.from_numpy(np.flatnonzero(mask)).to(valid.device))
         chal_pred = predict(model, subset.to(model_device(model)))  # type: ignore[arg-type]
         truth = subset.ratings

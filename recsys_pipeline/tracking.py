@@ -68,7 +68,8 @@ from recsys_pipeline.mlflow_resource import (  # noqa: F401 (re-exported for the
 )
 from recsys_pipeline.models.base import RatingModel, config_to_dict
 from recsys_pipeline.models.export import PairScorer
-from recsys_pipeline.tracking_export import log_exports
+from recsys_pipeline.models.ranking_base import FoldInModel
+from recsys_pipeline.tracking_export import PYFUNC_DIR, log_exports
 from recsys_pipeline.tracking_rescore import PARAM_SPLIT_METHOD, TopKValidation, topk_rescorer
 from recsys_pipeline.training.device import cpu_name, pick_device
 from recsys_pipeline.training.experiment import (
@@ -169,6 +170,43 @@ def log_pair_model(model: RatingModel, example: np.ndarray, registered: str | No
     return info.model_uri, None if version is None else str(version)
 
 
+PT2_SKIPPED = ("row-scored model (scores come from the user's stored train row through "
+               "torch.unique, which torch.export cannot trace): no pt2 pair graph; the "
+               "registered model is the original-id pyfunc")
+
+
+def log_row_model(model: RatingModel, id_maps: Mapping[str, pa.Table] | None,
+                  registered: str | None, log: Any, client: Any = None
+                  ) -> tuple[str, str | None]:
+    """Log and register a row-scored rating model (the rating autoencoder).
+
+    Its pair scores go through data-dependent shapes that ``torch.export`` cannot trace, so
+    instead of the pt2 pair graph the original-id pyfunc that ``log_exports`` logs
+    (``original_ids_model/``: ``user_id, item_id`` -> predicted rating, the model folder
+    inside) is the run's model and the registered version (tag ``export.pt2_skipped``). Without
+    id maps the model folder alone is logged there (``original_ids_model/artifacts/model``).
+
+    Returns:
+        ``(model_uri, registered_version)``; the version is None when not registered.
+    """
+    mlflow.set_tags({"export.pt2_skipped": PT2_SKIPPED})
+    log.info(f"export: {PT2_SKIPPED}")
+    if map_ids(id_maps)[0] is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            model.save(tmp)
+            mlflow.log_artifacts(tmp, f"{PYFUNC_DIR}/artifacts/model")
+    source = f"{mlflow.get_artifact_uri()}/{PYFUNC_DIR}"
+    model_uri = f"runs:/{mlflow.active_run().info.run_id}/{PYFUNC_DIR}"
+    if registered is None:
+        return model_uri, None
+    client = client or mlflow.MlflowClient()
+    if not client.search_registered_models(filter_string=f"name = '{registered}'"):
+        client.create_registered_model(registered)
+    version = client.create_model_version(registered, source,
+                                          run_id=mlflow.active_run().info.run_id).version
+    return model_uri, str(version)
+
+
 def log_tables(tables: Mapping[str, pa.Table], artifact_path: str) -> None:
     """Each table as ``<artifact_path>/<name>.parquet`` in the active run."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -258,8 +296,13 @@ def train_and_track(
             log_tables(id_maps, "id_maps")
         example = torch.stack([data.train.users[:5], data.train.items[:5]], 1).numpy()
         registered = registered_name(result.model.family) if tracker.register_models else None
-        model_uri, version = log_pair_model(result.model, example, registered)
-        log_exports(result.model, *map_ids(id_maps), onnx=tracker.log_onnx, log=log)
+        if isinstance(result.model, FoldInModel):  # the rating autoencoder: no pt2 graph
+            log_exports(result.model, *map_ids(id_maps), onnx=tracker.log_onnx, log=log)
+            model_uri, version = log_row_model(result.model, id_maps, registered, log,
+                                               tracker.client())
+        else:
+            model_uri, version = log_pair_model(result.model, example, registered)
+            log_exports(result.model, *map_ids(id_maps), onnx=tracker.log_onnx, log=log)
         decision = None
         if registered is not None and version is not None:
             contender = Contender(result.selection_metric, result.valid[result.selection_metric],

@@ -19,7 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
+
 from recsys_pipeline.models.autoencoder import AutoEncoderConfig, AutoEncoderModel
+from recsys_pipeline.training.data import RatingData
 
 
 @dataclass(frozen=True)
@@ -44,3 +47,18 @@ class AutoEncoderRatingModel(AutoEncoderModel):
     config_cls: ClassVar[type] = AutoEncoderRatingConfig
     predicts_ratings: ClassVar[bool] = True
     row_trained: ClassVar[bool] = True
+
+    def prepare(self, train: RatingData) -> None:
+        """Start the output layer's bias at the train ratings' mean (as MF starts at ``μ``).
+
+        The masked loss sends no gradient to an item nobody rated in train, so its output
+        would stay at the initial bias (about 0, clamped to ``rating_min``): a validation or
+        test rating of such an item would be predicted as the lowest rating. From ``μ`` such
+        items are predicted near the mean, and the others start there.
+        """
+        mean = float(train.ratings.double().mean()) if len(train) else 0.0
+        with torch.no_grad():
+            if self.config.constrained:
+                self.decoder_bias[-1].fill_(mean)
+            else:
+                self.decoder[-1].bias.fill_(mean)

@@ -12,6 +12,8 @@ Item parameters stay fixed; only the new user's parameters are estimated from th
   starts at the mean trained user plus seeded noise and takes ``steps`` full-batch Adam steps
   on ``mean_j (r̂_j − r_j)² + prior · ‖e − ē‖²`` with the model in eval mode.
 * **Popularity**: nothing to fit; every user gets the same counts.
+* **Rating autoencoder** (``autoencoder_rating``): nothing to fit; the user's ratings, as one
+  input row (0 where unrated), go through the network like a training user's stored row.
 * **Ranking models** (``serving.ranking_fold_in``): an encoder pass over the binarized row
   (autoencoder, Mult-VAE, EASE), the rated items as a sequence (GRU4Rec, SASRec,
   co-occurrence), a gradient fit of a fresh user embedding (two-tower).
@@ -30,6 +32,7 @@ from torch.func import functional_call
 from recsys_pipeline import schema as S
 from recsys_pipeline.data.encode import IdMaps
 from recsys_pipeline.models.base import RatingModel
+from recsys_pipeline.models.ranking_base import FoldInModel
 from recsys_pipeline.serving.ranking_fold_in import fold_in_ranking, in_given_order, is_ranking
 from recsys_pipeline.serving.tables import (
     RECOMMENDATIONS_SCHEMA,
@@ -217,6 +220,14 @@ def _fold_in_neural(model: RatingModel, items: torch.Tensor, r: torch.Tensor,
     return scores.float(), params
 
 
+def _fold_in_row(model: FoldInModel, items: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """A row-scored rating model's scores for a new user: their ratings as one input row
+    (0 elsewhere) through the network, as a training user's stored row is.  # [n_items]"""
+    row = torch.zeros(1, model.n_items, device=items.device)
+    row[0, items] = r.float()
+    return model.score_all_from(row)[0]
+
+
 def fold_in(
     model: RatingModel,
     ratings: dict[int, float] | pa.Table,
@@ -258,6 +269,8 @@ def fold_in(
             method, (scores, params) = "closed_form", _fold_in_bias(model, items, r)
         elif model.family == "popularity":
             method, scores, params = "popularity", model.counts.float().clone(), {}
+        elif isinstance(model, FoldInModel):  # the rating autoencoder: encode the row
+            method, scores, params = "encoder", _fold_in_row(model, items, r), {}
         elif model.family in USER_PARAMETERS:
             method, (scores, params) = "gradient", _fold_in_neural(model, items, r, cfg)
         else:

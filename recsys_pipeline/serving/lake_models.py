@@ -426,7 +426,7 @@ def _load_run(lake: str | os.PathLike[str], run_id: str, tracking_uri: str | Non
                          f": --run-id serves rating models and two-tower only; serve it by "
                          f"name (--model {model_folder_name(tag)})")
     outputs = run.outputs.model_outputs if run.outputs else []
-    if not outputs or not tag:
+    if not tag:
         raise ValueError(f"MLflow run {run_id} has no logged model or no {ASSET_TAG} tag")
     name = model_folder_name(tag)
     logged = {a.path for a in client.list_artifacts(run_id, RUN_MODEL_DIR.rsplit("/", 1)[0])}
@@ -443,6 +443,8 @@ def _load_run(lake: str | os.PathLike[str], run_id: str, tracking_uri: str | Non
             raise ValueError(f"MLflow run {run_id}: id maps of {maps.n_users} users x "
                              f"{maps.n_items} items, model of {model.n_users} x {model.n_items}")
         return name, model.eval(), maps
+    if not outputs:  # the rating autoencoder logs no pt2 graph, only the folder above
+        raise ValueError(f"MLflow run {run_id} has no logged model or no {ASSET_TAG} tag")
     model = load_lake_model(lake, name)
     location = client.get_logged_model(outputs[0].model_id).artifact_location
     path = mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/{PT2_FILE}",

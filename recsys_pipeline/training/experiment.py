@@ -237,7 +237,8 @@ def _fit_rows(cls: type[RatingModel], data: ExperimentData, config: Any,
     The epoch data are the train split as a ``[n_users, n_items]`` CSR matrix of ratings,
     batches drawn from the users who have train ratings; the model keeps the whole matrix
     as its history (``FoldInModel.prepare_training``), so a user's scores come from their
-    own train row. The loss is the model's own (masked MSE on observed ratings); after each
+    own train row; ``model.prepare(train)`` starts its output at the train mean. The loss is
+    the model's own (masked MSE on observed ratings); after each
     epoch the valid RMSE / MAE are measured and the best epoch by valid RMSE is restored.
     History rows carry ``train_loss``, ``valid_loss`` (valid MSE), ``valid_rmse`` and
     ``valid_mae`` like those of ``training.loop.fit``.
@@ -245,6 +246,7 @@ def _fit_rows(cls: type[RatingModel], data: ExperimentData, config: Any,
     model = cls(data.n_users, data.n_items, config)
     rows = CSRTensors.from_scipy(data.train.to_csr(data.n_users, data.n_items)).nonempty()
     model.set_history(rows)
+    model.prepare(data.train)
     valid = data.valid
 
     def validate(m: torch.nn.Module) -> dict[str, float]:
