@@ -24,6 +24,8 @@ from recsys_pipeline.data.raw_watch import ingested_rating_scale, ingested_relea
 from recsys_pipeline.data.validate import Finding
 from recsys_pipeline.metadata import findings_result, markdown_table, png_markdown
 from recsys_pipeline.model_io import DeviceResource, EvaluationResource
+from recsys_pipeline.models.autoencoder import ACTIVATIONS
+from recsys_pipeline.models.autoencoder_rating import AutoEncoderRatingConfig
 from recsys_pipeline.models.base import RatingModel, with_rating_range
 from recsys_pipeline.models.bias import BiasConfig
 from recsys_pipeline.models.deepfm import DeepFMConfig
@@ -166,6 +168,29 @@ class DeepFMModelConfig(_LoopConfig):
     def to_core(self) -> DeepFMConfig:
         return DeepFMConfig(embedding_dim=self.embedding_dim, hidden=tuple(self.hidden),
                             dropout=self.dropout, seed=self.seed)
+
+
+class AutoEncoderRatingModelConfig(_LoopConfig):
+    """DeepRecommender-style user autoencoder on the users' train rating rows (masked MSE on
+    observed ratings, clamped to the rating scale, early-stopped on valid RMSE)."""
+
+    epochs: int = 20  # most passes over the users (early stopping usually ends sooner)
+    batch_size: int = 32  # user rows per gradient step (610 users in ml-latest-small)
+    lr: float = 1e-3  # Adam learning rate
+    hidden: list[int] = [256, 128]  # encoder widths, the last one the code (decoder mirrors)
+    activation: str = "selu"  # selu (the paper's), elu, relu or tanh
+    dropout: float = 0.8  # on the code layer (the paper's 0.8)
+    constrained: bool = False  # tie the decoder's weights to the encoder's (transposed)
+    refeed: bool = False  # dense re-feeding: also fit f(f(x)) = f(x) on every item
+
+    def to_core(self) -> AutoEncoderRatingConfig:
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation={self.activation!r} must be one of "
+                             f"{list(ACTIVATIONS)}")
+        return AutoEncoderRatingConfig(
+            hidden=tuple(self.hidden), activation=self.activation, dropout=self.dropout,
+            constrained=self.constrained, refeed=self.refeed, unobserved_weight=0.0,
+            clamp=True, seed=self.seed)
 
 
 def _metadata(tracked: TrackedRun, hashes: dict[str, str]) -> dict[str, object]:
@@ -340,7 +365,22 @@ def deepfm_model(context: dg.AssetExecutionContext, config: DeepFMModelConfig,
                   evaluation, features, checkpoint=config.checkpoint)
 
 
-model_assets = [bias_model, popularity_model, mf_model, mlp_model, neumf_model, deepfm_model]
+@dg.asset(key_prefix=PREFIX, group_name=GROUP, io_manager_key=MODEL_IO, ins=DATA_INS,
+          kinds=KINDS)
+def autoencoder_rating_model(context: dg.AssetExecutionContext,
+                             config: AutoEncoderRatingModelConfig, mlflow: MlflowResource,
+                             lake: LakeResource, device: DeviceResource,
+                             evaluation: EvaluationResource, **inputs: object) -> RatingModel:
+    """DeepRecommender-style autoencoder (SELU, dropout on the code) predicting ratings from
+    each user's train-split rating row, masked MSE on observed ratings, logged to MLflow as
+    ``recsys-autoencoder_rating`` (selected by valid RMSE, apart from the ranking
+    autoencoder's ``recsys-autoencoder``)."""
+    return _train(context, config.to_core(), config.loop(device.device), inputs, mlflow, lake,
+                  evaluation, checkpoint=config.checkpoint)
+
+
+model_assets = [bias_model, popularity_model, mf_model, mlp_model, neumf_model, deepfm_model,
+                autoencoder_rating_model]
 
 _LONGER = {"epochs": 50, "patience": 5, "batch_size": 512}
 # Run configs for bigger settings (``define_asset_job(..., config=TRAIN_PRESETS["full"])`` or
@@ -353,6 +393,8 @@ TRAIN_PRESETS: dict[str, dict] = {
                                          "hidden": [128, 64], "weight_decay": 1e-5}},
         "models__neumf_model": {"config": {**_LONGER, "gmf_dim": 32, "mlp_dim": 64,
                                            "hidden": [128, 64, 32], "weight_decay": 1e-5}},
+        "models__autoencoder_rating_model": {"config": {"epochs": 100, "patience": 10,
+                                                        "hidden": [512, 256]}},
         "models__deepfm_model": {"config": {**_LONGER, "embedding_dim": 32,
                                             "hidden": [128, 64], "max_tags": 200,
                                             "weight_decay": 1e-5}},
