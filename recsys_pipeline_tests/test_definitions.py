@@ -50,7 +50,8 @@ def test_full_pipeline_job_end_to_end(tmp_lake, lake_resources, tiny_release):
     assert evaluations and all(e.passed for e in evaluations)
     leaderboard = read_parquet(tmp_lake / "reports" / "model_comparison.parquet")
     assert sorted(leaderboard["model"].to_pylist()) == sorted(
-        [f"{m}_model" for m in ("bias", "popularity", "mf", "mlp", "neumf", "deepfm")])
+        [f"{m}_model" for m in ("bias", "popularity", "mf", "mlp", "neumf", "deepfm",
+                                     "autoencoder_rating")])
     assert (tmp_lake / "mlflow" / "mlflow.db").is_file()
     ranking = read_parquet(tmp_lake / "reports" / "ranking_comparison.parquet")
     assert sorted(ranking["model"].to_pylist()) == sorted(

@@ -211,7 +211,7 @@ def test_configs_convert_to_core_and_assets_are_grouped() -> None:
         [key] = asset.keys
         assert key.path[0] == "models" and asset.group_names_by_key[key] == "train"
         assert asset.descriptions_by_key[key]
-    assert len(train_checks) == len(train_assets) == 6
+    assert len(train_checks) == len(train_assets) == 7
     assert model_comparison.group_names_by_key[model_comparison.key] == "evaluate"
 
 

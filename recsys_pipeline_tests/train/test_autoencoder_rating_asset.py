@@ -97,3 +97,17 @@ def test_serving_paths_take_the_rating_autoencoder(built, capsys) -> None:
     assert main(["--lake", str(lake), "new-user", "--ratings", str(csv), "-k", "3",
                  "--model", "autoencoder_rating"]) == 0
     assert "fit by encoder" in capsys.readouterr().out
+
+
+def test_config_converts_to_the_masked_clamped_core_config() -> None:
+    from recsys_pipeline.assets.train import AutoEncoderRatingModelConfig
+    from recsys_pipeline.models.autoencoder_rating import AutoEncoderRatingConfig
+
+    core = AutoEncoderRatingModelConfig(hidden=[32, 8], constrained=True, seed=4).to_core()
+    assert isinstance(core, AutoEncoderRatingConfig) and core.hidden == (32, 8)
+    assert core.unobserved_weight == 0.0 and core.clamp and core.constrained
+    assert core.activation == "selu" and core.seed == 4
+    loop = AutoEncoderRatingModelConfig(epochs=3).loop("cpu")
+    assert (loop.epochs, loop.batch_size, loop.device) == (3, 32, "cpu")
+    with pytest.raises(ValueError, match="activation='gelu'"):
+        AutoEncoderRatingModelConfig(activation="gelu").to_core()
