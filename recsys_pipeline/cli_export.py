@@ -92,9 +92,11 @@ def export_model(served: object, out: str | Path) -> tuple[Path, float]:
             else "ranking scores (higher = better)")
     (input_name, input_spec), = info["inputs"].items()
     (output_name, output_spec), = info["outputs"].items()
-    columns_note = ("\nrows: one user's interactions per row (1 = rated >= the model's "
-                    "threshold),\n      column j = item_idx j of item_map.parquet; works for "
-                    "users the model never saw.\n" if input_name != "pairs" else "")
+    cells = ("ratings per row (0 = not rated)" if info["family"] == "autoencoder_rating"
+             else "interactions per row (1 = rated >= the model's threshold)")
+    columns_note = (f"\nrows: one user's {cells},\n      column j = item_idx j of "
+                    "item_map.parquet; works for users the model never saw.\n"
+                    if input_name != "pairs" else "")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     (tmp / "model.onnx").write_bytes(data)

@@ -97,6 +97,10 @@ def test_serving_paths_take_the_rating_autoencoder(built, capsys) -> None:
     assert main(["--lake", str(lake), "new-user", "--ratings", str(csv), "-k", "3",
                  "--model", "autoencoder_rating"]) == 0
     assert "fit by encoder" in capsys.readouterr().out
+    out = lake.parent / "ae_export"  # ONNX: the row scorer, over rating rows
+    assert main(["--lake", str(lake), "export", "--model", "autoencoder_rating",
+                 "--out", str(out)]) == 0, capsys.readouterr().err
+    assert "one user's ratings per row (0 = not rated)" in (out / "README.txt").read_text()
 
 
 def test_config_converts_to_the_masked_clamped_core_config() -> None:
