@@ -43,6 +43,7 @@ from recsys_pipeline.data.encode import IdMaps, load_id_maps
 from recsys_pipeline.evaluation.rating import predict
 from recsys_pipeline.evaluation.rescore import known_pairs, pair_metric
 from recsys_pipeline.evaluation.selection import Contender, champion_verdict
+from recsys_pipeline.tracking_export import PYFUNC_DIR
 from recsys_pipeline.training.data import RatingData
 from recsys_pipeline.training.device import model_device
 
@@ -255,9 +256,6 @@ def _against(found: tuple[ModelVersion, Contender], new: Contender, policy: Gate
                         champion_value=current.value if same_data else None, **known)
 
 
-ORIGINAL_IDS_DIR = "original_ids_model"  # tracking_export.PYFUNC_DIR
-
-
 def rating_rescorer(model: object, valid: RatingData, maps: IdMaps,
                     tracking_uri: str) -> Rescorer:
     """A :data:`Rescorer` for pair-scoring (rating) models.
@@ -287,7 +285,7 @@ def rating_rescorer(model: object, valid: RatingData, maps: IdMaps,
         if not mask.any():
             raise ValueError("the champion knows none of the challenger's validation rows")
         loaded = mlflow.pyfunc.load_model(champion.source)
-        if str(champion.source).rstrip("/").endswith(ORIGINAL_IDS_DIR):
+        if str(champion.source).rstrip("/").endswith(PYFUNC_DIR):
             # a row-scored champion (the rating autoencoder) is registered as the
             # original-id pyfunc: it takes user_id / item_id columns, not index pairs
             import pandas as pd

@@ -199,12 +199,15 @@ def log_row_model(model: RatingModel, id_maps: Mapping[str, pa.Table] | None,
     model_uri = f"runs:/{mlflow.active_run().info.run_id}/{PYFUNC_DIR}"
     if registered is None:
         return model_uri, None
-    client = client or mlflow.MlflowClient()
-    if not client.search_registered_models(filter_string=f"name = '{registered}'"):
-        client.create_registered_model(registered)
-    version = client.create_model_version(registered, source,
-                                          run_id=mlflow.active_run().info.run_id).version
-    return model_uri, str(version)
+    return model_uri, register_version(client or mlflow.MlflowClient(), registered, source,
+                                       mlflow.active_run().info.run_id)
+
+
+def register_version(client: Any, name: str, source: str, run_id: str) -> str:
+    """A new version of registered model ``name`` (created when missing) from ``source``."""
+    if not client.search_registered_models(filter_string=f"name = '{name}'"):
+        client.create_registered_model(name)
+    return str(client.create_model_version(name, source, run_id=run_id).version)
 
 
 def log_tables(tables: Mapping[str, pa.Table], artifact_path: str) -> None:

@@ -40,6 +40,7 @@ from recsys_pipeline.tracking import (
     MlflowResource,
     epoch_logger,
     metric_key,
+    register_version,
     registered_name,
     run_row,
     system_params,
@@ -120,10 +121,8 @@ def _register(tracker: MlflowResource, run_id: str, family: str, valid: float,
     if not tracker.register_models:
         return None
     client, name = tracker.client(), registered_name(family)
-    if not client.search_registered_models(filter_string=f"name = '{name}'"):
-        client.create_registered_model(name)
-    version = str(client.create_model_version(
-        name, f"{mlflow.get_artifact_uri()}/{source_dir}", run_id=run_id).version)
+    version = register_version(client, name, f"{mlflow.get_artifact_uri()}/{source_dir}",
+                               run_id)
     release = ingested_release_name(tracker.lake.raw_dir())
     if release:
         mlflow.set_tag(TAG_RELEASE, release)

@@ -24,7 +24,6 @@ from recsys_pipeline.data.raw_watch import ingested_rating_scale, ingested_relea
 from recsys_pipeline.data.validate import Finding
 from recsys_pipeline.metadata import findings_result, markdown_table, png_markdown
 from recsys_pipeline.model_io import DeviceResource, EvaluationResource
-from recsys_pipeline.models.autoencoder import ACTIVATIONS
 from recsys_pipeline.models.autoencoder_rating import AutoEncoderRatingConfig
 from recsys_pipeline.models.base import RatingModel, with_rating_range
 from recsys_pipeline.models.bias import BiasConfig
@@ -183,10 +182,7 @@ class AutoEncoderRatingModelConfig(_LoopConfig):
     constrained: bool = False  # tie the decoder's weights to the encoder's (transposed)
     refeed: bool = False  # dense re-feeding: also fit f(f(x)) = f(x) on every item
 
-    def to_core(self) -> AutoEncoderRatingConfig:
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation={self.activation!r} must be one of "
-                             f"{list(ACTIVATIONS)}")
+    def to_core(self) -> AutoEncoderRatingConfig:  # the core config checks every field
         return AutoEncoderRatingConfig(
             hidden=tuple(self.hidden), activation=self.activation, dropout=self.dropout,
             constrained=self.constrained, refeed=self.refeed, unobserved_weight=0.0,

@@ -245,7 +245,6 @@ def _fit_rows(cls: type[RatingModel], data: ExperimentData, config: Any,
     """
     model = cls(data.n_users, data.n_items, config)
     rows = CSRTensors.from_scipy(data.train.to_csr(data.n_users, data.n_items)).nonempty()
-    model.set_history(rows)
     model.prepare(data.train)
     valid = data.valid
 
